@@ -1,0 +1,121 @@
+"""Typed model configuration and the named sizes (tiny, small, base, big)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Literal
+
+Positional = Literal["sinusoidal", "learned"]
+Pooling = Literal["mean", "first"]
+Backend = Literal["sdpa", "explicit"]
+Activation = Literal["relu", "gelu"]
+
+
+@dataclass
+class ModelConfig:
+    """Sizes and switches of a Transformer (Vaswani et al., 2017).
+
+    Notation used across the package: B batch, S source length, T target length, D d_model, H heads,
+    Dh = D / H head size, F d_ff, V vocabulary size.
+    """
+
+    vocab_size: int = 8000
+    target_vocab_size: int | None = None  # None: same as vocab_size (required when embeddings are shared)
+    d_model: int = 512
+    n_heads: int = 8
+    d_ff: int = 2048
+    n_encoder_layers: int = 6
+    n_decoder_layers: int = 6
+    dropout: float = 0.1  # on sub-layer outputs and embedding sums (P_drop in the paper)
+    attention_dropout: float = 0.0  # on attention weights
+    activation_dropout: float = 0.0  # inside the feed-forward, after the activation
+    activation: Activation = "relu"
+    norm_first: bool = True  # pre-LN (stable without long warmup); False = post-LN as in the paper
+    layer_norm_eps: float = 1e-5
+    positional: Positional = "sinusoidal"
+    max_positions: int = 1024
+    share_embeddings: bool = True  # one token embedding for source and target
+    tie_output: bool = True  # output projection = target embedding matrix (transposed)
+    pad_id: int = 0
+    num_classes: int = 2  # encoder classifier only
+    pooling: Pooling = "mean"  # encoder classifier only
+    backend: Backend = "sdpa"
+
+    def __post_init__(self) -> None:
+        def positive(name: str) -> None:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
+
+        for name in ("vocab_size", "d_model", "n_heads", "d_ff", "max_positions", "num_classes"):
+            positive(name)
+        for name in ("n_encoder_layers", "n_decoder_layers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"ModelConfig.{name} must be a non-negative integer, got {value!r}")
+        if self.target_vocab_size is not None:
+            positive("target_vocab_size")
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}: "
+                f"choose n_heads among the divisors of d_model (e.g. {_divisors_hint(self.d_model)})"
+            )
+        for name in ("dropout", "attention_dropout", "activation_dropout"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"ModelConfig.{name} must be in [0, 1), got {value!r}")
+        choices = {
+            "positional": ("sinusoidal", "learned"),
+            "pooling": ("mean", "first"),
+            "backend": ("sdpa", "explicit"),
+            "activation": ("relu", "gelu"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r} is not one of {allowed}")
+        if not 0 <= self.pad_id < self.vocab_size:
+            raise ValueError(f"pad_id={self.pad_id} is outside the vocabulary [0, {self.vocab_size})")
+        if self.share_embeddings and self.tgt_vocab_size != self.vocab_size:
+            raise ValueError(
+                f"share_embeddings=True needs one vocabulary, but vocab_size={self.vocab_size} and "
+                f"target_vocab_size={self.target_vocab_size}: set share_embeddings=False or equal sizes"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def tgt_vocab_size(self) -> int:
+        return self.target_vocab_size or self.vocab_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown model config keys {unknown}; valid keys are {sorted(known)}")
+        return cls(**values)
+
+    @classmethod
+    def named(cls, size: str, **overrides: Any) -> ModelConfig:
+        """A named size (`tiny`, `small`, `base`, `big`) with optional overrides (e.g. vocab_size)."""
+        if size not in NAMED_SIZES:
+            raise ValueError(f"unknown model size {size!r}; choose one of {sorted(NAMED_SIZES)}")
+        return replace(cls(), **{**NAMED_SIZES[size], **overrides})
+
+
+def _divisors_hint(n: int) -> str:
+    return ", ".join(str(d) for d in range(1, min(n, 64) + 1) if n % d == 0)
+
+
+# base and big are Table 3 of the paper. small is the CPU default; tiny is for tests.
+NAMED_SIZES: dict[str, dict[str, Any]] = {
+    "tiny": dict(d_model=32, n_heads=4, d_ff=64, n_encoder_layers=2, n_decoder_layers=2, dropout=0.1),
+    "small": dict(d_model=256, n_heads=4, d_ff=1024, n_encoder_layers=3, n_decoder_layers=3, dropout=0.1),
+    "base": dict(d_model=512, n_heads=8, d_ff=2048, n_encoder_layers=6, n_decoder_layers=6, dropout=0.1),
+    "big": dict(d_model=1024, n_heads=16, d_ff=4096, n_encoder_layers=6, n_decoder_layers=6, dropout=0.3),
+}

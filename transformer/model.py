@@ -1,0 +1,270 @@
+"""Transformer models: an encoder classifier and an encoder-decoder (Vaswani et al., 2017).
+
+Reads top to bottom: embeddings, feed-forward, encoder block, decoder block, encoder, decoder, the two models.
+Shapes: B batch, S source length, T target length, D d_model, V vocabulary (see ModelConfig).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from transformer.attention import AttentionCache, MultiHeadAttention
+from transformer.config import ModelConfig
+
+
+def sinusoidal_table(length: int, d_model: int) -> Tensor:
+    """PE(pos, 2i) = sin(pos / 10000^(2i/D)), PE(pos, 2i+1) = cos(...). Returns (length, D)."""
+    position = torch.arange(length, dtype=torch.float32)[:, None]
+    inv_freq = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
+    table = torch.zeros(length, d_model)
+    table[:, 0::2] = torch.sin(position * inv_freq)
+    table[:, 1::2] = torch.cos(position * inv_freq)[:, : d_model // 2]
+    return table
+
+
+class Embedding(nn.Module):
+    """Token embedding scaled by sqrt(D), plus positional encoding, then dropout."""
+
+    def __init__(self, config: ModelConfig, tokens: nn.Embedding) -> None:
+        super().__init__()
+        self.tokens = tokens  # may be shared between encoder, decoder and output projection
+        self.scale = math.sqrt(config.d_model)
+        self.max_positions = config.max_positions
+        if config.positional == "learned":
+            self.positions = nn.Embedding(config.max_positions, config.d_model)
+            nn.init.normal_(self.positions.weight, std=config.d_model**-0.5)
+        else:
+            self.positions = None
+            self.register_buffer(
+                "table", sinusoidal_table(config.max_positions, config.d_model), persistent=False
+            )
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, ids: Tensor, offset: int = 0) -> Tensor:
+        """ids: (B, L) token ids; offset: index of the first position (incremental decoding)."""
+        L = ids.size(1)
+        if offset + L > self.max_positions:
+            raise ValueError(
+                f"sequence of length {offset + L} exceeds max_positions={self.max_positions}: "
+                f"truncate inputs or raise model.max_positions"
+            )
+        if self.positions is not None:
+            pos = self.positions.weight[offset : offset + L]
+        else:
+            pos = self.table[offset : offset + L]
+        return self.dropout(self.tokens(ids) * self.scale + pos)  # (B, L, D)
+
+
+class FeedForward(nn.Module):
+    """FFN(x) = max(0, x W1 + b1) W2 + b2, applied at each position."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(config.d_model, config.d_ff)
+        self.fc2 = nn.Linear(config.d_ff, config.d_model)
+        self.activation = F.gelu if config.activation == "gelu" else F.relu
+        self.dropout = nn.Dropout(config.activation_dropout)
+        for fc in (self.fc1, self.fc2):
+            nn.init.xavier_uniform_(fc.weight)
+            nn.init.zeros_(fc.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.dropout(self.activation(self.fc1(x))))
+
+
+class Residual(nn.Module):
+    """One sub-layer with its residual connection and LayerNorm.
+
+    pre-LN: x + Dropout(f(LN(x)));  post-LN (paper): LN(x + Dropout(f(x))).
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.dropout)
+        self.norm_first = config.norm_first
+
+    def forward(self, x: Tensor, sublayer) -> tuple[Tensor, Tensor | None]:
+        out = sublayer(self.norm(x) if self.norm_first else x)
+        out, weights = out if isinstance(out, tuple) else (out, None)
+        x = x + self.dropout(out)
+        return (x if self.norm_first else self.norm(x)), weights
+
+
+class EncoderBlock(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.self_attn = MultiHeadAttention(
+            config.d_model, config.n_heads, config.attention_dropout, backend=config.backend
+        )
+        self.ffn = FeedForward(config)
+        self.attn_residual, self.ffn_residual = Residual(config), Residual(config)
+
+    def forward(self, x: Tensor, pad_mask: Tensor | None, need_weights: bool = False):
+        """x: (B, S, D); pad_mask: (B, S) True at padding. Returns x and the (B, H, S, S) weights or None."""
+        x, weights = self.attn_residual(
+            x, lambda h: self.self_attn(h, key_padding_mask=pad_mask, need_weights=need_weights)
+        )
+        x, _ = self.ffn_residual(x, self.ffn)
+        return x, weights
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        make_attention = lambda: MultiHeadAttention(  # noqa: E731
+            config.d_model, config.n_heads, config.attention_dropout, backend=config.backend
+        )
+        self.self_attn, self.cross_attn = make_attention(), make_attention()
+        self.ffn = FeedForward(config)
+        self.self_residual, self.cross_residual = Residual(config), Residual(config)
+        self.ffn_residual = Residual(config)
+
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor,
+        memory_pad_mask: Tensor | None,
+        cache: tuple[AttentionCache, AttentionCache] | None = None,
+        need_weights: bool = False,
+    ):
+        """x: (B, T, D) target states; memory: (B, S, D) encoder output; memory_pad_mask: (B, S).
+
+        Targets are right-padded, so the causal mask alone keeps real positions away from padding keys.
+        Returns x and the (B, H, T, S) cross-attention weights or None.
+        """
+        self_cache, cross_cache = cache if cache is not None else (None, None)
+        x, _ = self.self_residual(x, lambda h: self.self_attn(h, causal=True, cache=self_cache))
+        x, weights = self.cross_residual(
+            x,
+            lambda h: self.cross_attn(
+                h, memory, key_padding_mask=memory_pad_mask, cache=cross_cache, need_weights=need_weights
+            ),
+        )
+        x, _ = self.ffn_residual(x, self.ffn)
+        return x, weights
+
+
+def token_embedding(vocab_size: int, config: ModelConfig) -> nn.Embedding:
+    # N(0, D^-1/2) so that after the sqrt(D) scale the embeddings have unit variance; the pad row is zero.
+    embedding = nn.Embedding(vocab_size, config.d_model, padding_idx=config.pad_id)
+    nn.init.normal_(embedding.weight, std=config.d_model**-0.5)
+    with torch.no_grad():
+        embedding.weight[config.pad_id].zero_()
+    return embedding
+
+
+class Encoder(nn.Module):
+    def __init__(self, config: ModelConfig, tokens: nn.Embedding) -> None:
+        super().__init__()
+        self.pad_id = config.pad_id
+        self.embed = Embedding(config, tokens)
+        self.layers = nn.ModuleList(EncoderBlock(config) for _ in range(config.n_encoder_layers))
+        # pre-LN leaves the residual stream un-normalised, so a final LayerNorm closes the stack
+        self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps) if config.norm_first else None
+
+    def forward(self, src: Tensor, need_weights: bool = False):
+        """src: (B, S) ids. Returns memory (B, S, D), pad mask (B, S) and per-layer weights (or Nones)."""
+        pad_mask = src.eq(self.pad_id)
+        x = self.embed(src)
+        all_weights = []
+        for layer in self.layers:
+            x, weights = layer(x, pad_mask, need_weights)
+            all_weights.append(weights)
+        if self.norm is not None:
+            x = self.norm(x)
+        return x, pad_mask, all_weights
+
+
+class Decoder(nn.Module):
+    def __init__(self, config: ModelConfig, tokens: nn.Embedding) -> None:
+        super().__init__()
+        self.embed = Embedding(config, tokens)
+        self.layers = nn.ModuleList(DecoderBlock(config) for _ in range(config.n_decoder_layers))
+        self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps) if config.norm_first else None
+
+    def forward(self, tgt_in: Tensor, memory: Tensor, memory_pad_mask: Tensor | None, caches=None):
+        """tgt_in: (B, T) ids (shifted right). With caches, tgt_in holds only the new position (B, 1)."""
+        offset = 0
+        if caches is not None and caches[0][0].k is not None:
+            offset = caches[0][0].k.size(2)
+        x = self.embed(tgt_in, offset)
+        for i, layer in enumerate(self.layers):
+            x, _ = layer(x, memory, memory_pad_mask, None if caches is None else caches[i])
+        return x if self.norm is None else self.norm(x)  # (B, T, D)
+
+
+def masked_mean(x: Tensor, pad_mask: Tensor) -> Tensor:
+    """Mean of x (B, L, D) over the positions where pad_mask (B, L) is False. Returns (B, D)."""
+    keep = (~pad_mask).unsqueeze(-1).to(x.dtype)
+    return (x * keep).sum(1) / keep.sum(1).clamp_min(1.0)
+
+
+class EncoderClassifier(nn.Module):
+    """Transformer encoder + pooling over real tokens + linear head (e.g. sentiment)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config, token_embedding(config.vocab_size, config))
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.d_model, config.num_classes)
+
+    def forward(self, src: Tensor) -> Tensor:
+        """src: (B, S) ids, padded with pad_id. Returns logits (B, num_classes)."""
+        x, pad_mask, _ = self.encoder(src)
+        pooled = x[:, 0] if self.config.pooling == "first" else masked_mean(x, pad_mask)  # (B, D)
+        return self.head(self.dropout(pooled))
+
+
+class EncoderDecoder(nn.Module):
+    """Transformer encoder-decoder with cross-attention (translation, summarization)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        src_tokens = token_embedding(config.vocab_size, config)
+        tgt_tokens = src_tokens if config.share_embeddings else token_embedding(config.tgt_vocab_size, config)
+        self.encoder = Encoder(config, src_tokens)
+        self.decoder = Decoder(config, tgt_tokens)
+        if config.tie_output:
+            self.output = None  # logits = h E^T with the target embedding E
+        else:
+            self.output = nn.Linear(config.d_model, config.tgt_vocab_size, bias=False)
+            nn.init.normal_(self.output.weight, std=config.d_model**-0.5)
+
+    def encode(self, src: Tensor) -> tuple[Tensor, Tensor]:
+        """src: (B, S). Returns memory (B, S, D) and its pad mask (B, S)."""
+        memory, pad_mask, _ = self.encoder(src)
+        return memory, pad_mask
+
+    def project(self, h: Tensor) -> Tensor:
+        """Decoder states (..., D) -> logits (..., V)."""
+        weight = self.decoder.embed.tokens.weight if self.output is None else self.output.weight
+        return F.linear(h, weight)
+
+    def decode(self, tgt_in: Tensor, memory: Tensor, memory_pad_mask: Tensor, caches=None) -> Tensor:
+        """Logits (B, T, V) for target inputs tgt_in (B, T) given the encoder output."""
+        return self.project(self.decoder(tgt_in, memory, memory_pad_mask, caches))
+
+    def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
+        """Teacher forcing. src: (B, S), tgt_in: (B, T) = BOS + target[:-1]. Returns logits (B, T, V)."""
+        memory, pad_mask = self.encode(src)
+        return self.decode(tgt_in, memory, pad_mask)
+
+    def new_caches(self) -> list[tuple[AttentionCache, AttentionCache]]:
+        """Empty (self-attention, cross-attention) caches, one pair per decoder layer."""
+        return [(AttentionCache(), AttentionCache()) for _ in self.decoder.layers]
+
+
+def build_model(config: ModelConfig, kind: str) -> nn.Module:
+    """kind: "classifier" or "seq2seq"."""
+    if kind == "classifier":
+        return EncoderClassifier(config)
+    if kind == "seq2seq":
+        return EncoderDecoder(config)
+    raise ValueError(f"unknown model kind {kind!r}; choose 'classifier' or 'seq2seq'")
