@@ -1,0 +1,76 @@
+"""Console entry points (scripts/*.py and the `transformer-*` commands). Each is a thin Hydra main over a
+function that tests call directly. Bad input ends with one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
+GROUPS = ("task", "dataset", "model", "optim", "hardware", "logger", "callbacks", "experiment", "paths")
+
+
+def check_group_choices(argv: list[str], config_dir: str = CONFIG_DIR) -> None:
+    """Reject `group=name` overrides whose config file does not exist, before Hydra prints a long report."""
+    for arg in argv:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        if not sep or key not in GROUPS or value in ("", "null"):
+            continue
+        options = sorted(p.stem for p in (Path(config_dir) / key).glob("*.yaml"))
+        if value not in options:
+            raise SystemExit(
+                f"error: unknown {key} {value!r}; choose one of {', '.join(options)} (files in configs/{key}/)"
+            )
+
+
+def run_cli(function: Callable[[DictConfig], object], config_name: str) -> None:
+    check_group_choices(sys.argv[1:])
+
+    @hydra.main(config_path=CONFIG_DIR, config_name=config_name, version_base="1.3")
+    def main(cfg: DictConfig) -> None:
+        try:
+            function(cfg)
+        except (ValueError, TypeError, FileNotFoundError, OmegaConfBaseException) as error:
+            logging.getLogger(__name__).debug("failed", exc_info=True)
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            print(f"error: {message}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    main()
+
+
+def _print_lines(lines) -> None:
+    for line in lines:
+        print(line)
+
+
+def prepare_main() -> None:
+    from transformer.data import prepare_from_config
+
+    run_cli(prepare_from_config, "prepare_data")
+
+
+def train_main() -> None:
+    from transformer.training.train import train
+
+    run_cli(train, "train")
+
+
+def evaluate_main() -> None:
+    import json
+
+    from transformer.training.inference import evaluate
+
+    run_cli(lambda cfg: print(json.dumps(evaluate(cfg), indent=2, sort_keys=True)), "evaluate")
+
+
+def predict_main() -> None:
+    from transformer.training.inference import predict
+
+    run_cli(lambda cfg: _print_lines(predict(cfg)), "predict")

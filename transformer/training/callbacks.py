@@ -1,0 +1,38 @@
+"""Training-time measurements logged to TensorBoard: tokens/second and padding efficiency."""
+
+from __future__ import annotations
+
+import time
+
+import pytorch_lightning as pl
+import torch
+
+
+class TokenThroughput(pl.Callback):
+    """Logs `train/tokens_per_sec` (real, non-pad tokens of all ranks) and `train/padding_efficiency`.
+
+    Padding efficiency is real tokens / padded tokens of the batch tensors ("src", plus "tgt_out" for seq2seq).
+    """
+
+    def __init__(self, pad_id: int = 0) -> None:
+        self.pad_id = pad_id
+        self._start = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        tensors = [batch["src"]] + ([batch["tgt_out"]] if "tgt_out" in batch else [])
+        real = sum(int(t.ne(self.pad_id).sum()) for t in tensors)
+        padded = sum(t.numel() for t in tensors)
+        elapsed = max(time.perf_counter() - self._start, 1e-9)
+        world = trainer.world_size
+        pl_module.log_dict(
+            {
+                "train/tokens_per_sec": torch.tensor(real * world / elapsed),
+                "train/padding_efficiency": torch.tensor(real / max(padded, 1)),
+            },
+            on_step=True,
+            on_epoch=False,
+            batch_size=batch["src"].size(0),
+        )

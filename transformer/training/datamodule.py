@@ -1,0 +1,181 @@
+"""Token-budget batches of prepared splits as Lightning dataloaders, resumable mid-epoch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from transformer.data import TokenBudgetBatchSampler
+
+
+@dataclass
+class BatchingConfig:
+    max_tokens: int | None = 4096
+    batch_size: int | None = None
+    eval_max_tokens: int | None = 8192
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_tokens is None and self.batch_size is None:
+            raise ValueError(
+                "batching needs max_tokens or batch_size: set batching.max_tokens=4096, for example"
+            )
+
+
+class Collate:
+    """Pads a list of prepared examples into the batch dict the LightningModules take.
+
+    classification: src (B, S), label (B,), index (B,)
+    seq2seq: src (B, S), tgt_in = BOS + target (B, T), tgt_out = target + EOS (B, T), index (B,),
+             references: raw reference strings per example (for BLEU / ROUGE on detokenized text)
+    """
+
+    def __init__(self, objective: str, pad_id: int, bos_id: int, eos_id: int) -> None:
+        self.objective, self.pad_id, self.bos_id, self.eos_id = objective, pad_id, bos_id, eos_id
+
+    def _pad(self, rows: list[list[int]]) -> torch.Tensor:
+        out = torch.full((len(rows), max(1, max(len(r) for r in rows))), self.pad_id, dtype=torch.long)
+        for i, row in enumerate(rows):
+            out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        return out
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = {
+            "src": self._pad([ex["src_ids"] for ex in examples]),
+            "index": torch.tensor([ex["index"] for ex in examples], dtype=torch.long),
+        }
+        if self.objective == "classification":
+            batch["label"] = torch.tensor([ex["label"] for ex in examples], dtype=torch.long)
+            return batch
+        batch["tgt_in"] = self._pad([[self.bos_id, *ex["tgt_ids"]] for ex in examples])
+        batch["tgt_out"] = self._pad([[*ex["tgt_ids"], self.eos_id] for ex in examples])
+        batch["references"] = [ex.get("references") or [ex["target"]] for ex in examples]
+        return batch
+
+
+class IndexedSplit(torch.utils.data.Dataset):
+    """A prepared split whose items also carry their row index (to order predictions and dedupe)."""
+
+    def __init__(self, split) -> None:
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {**self.split[int(index)], "index": int(index)}
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        rows = self.split[[int(i) for i in indices]]  # one Arrow read for the batch
+        return [{**{k: v[j] for k, v in rows.items()}, "index": int(i)} for j, i in enumerate(indices)]
+
+
+def example_lengths(split, objective: str) -> list[int]:
+    """Padded length each example needs: source, or the longer of source and target + 1 (BOS/EOS)."""
+    src = [len(ids) for ids in split["src_ids"]]
+    if objective == "classification":
+        return src
+    return [max(s, len(t) + 1) for s, t in zip(src, (len(ids) for ids in split["tgt_ids"]), strict=True)]
+
+
+class ResumableBatches(torch.utils.data.Sampler[list[int]]):
+    """Wraps a batch sampler so that an epoch can start after its first `skip` batches (mid-epoch resume)."""
+
+    def __init__(self, batches) -> None:
+        self.batches = batches
+        self.epoch, self._resume_epoch, self._skip = 0, -1, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.batches.set_epoch(epoch)
+
+    def resume(self, epoch: int, skip: int) -> None:
+        self._resume_epoch, self._skip = epoch, skip
+
+    def skipped(self) -> int:
+        """Batches the current epoch leaves out (so consumed counts stay absolute)."""
+        return self._skip if self._resume_epoch == self.epoch else 0
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        skip = self.skipped()
+        self._resume_epoch = -1  # the skip applies to the resumed epoch only
+        for i, batch in enumerate(self.batches):
+            if i >= skip:
+                yield batch
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader whose position inside the epoch is saved in checkpoints and restored on resume.
+
+    Lightning stores `state_dict()` of loaders that have one. It fetches one batch ahead, so the number of
+    batches training consumed is the number yielded minus the one held back, unless the epoch ran out.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._yielded, self._exhausted = 0, False
+
+    def __iter__(self):
+        self._yielded, self._exhausted = self.batch_sampler.skipped(), False
+        for batch in super().__iter__():
+            self._yielded += 1
+            yield batch
+        self._exhausted = True
+
+    def state_dict(self) -> dict[str, int]:
+        consumed = self._yielded if self._exhausted else max(0, self._yielded - 1)
+        return {"epoch": self.batch_sampler.epoch, "consumed": consumed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.batch_sampler.resume(state["epoch"], state["consumed"])
+
+
+class TextDataModule(pl.LightningDataModule):
+    def __init__(self, prepared, objective: str, batching: BatchingConfig, seed: int) -> None:
+        super().__init__()
+        self.prepared, self.objective, self.batching, self.seed = prepared, objective, batching, seed
+        tok = prepared.tgt_tokenizer
+        self.collate = Collate(objective, tok.pad_id, tok.bos_id, tok.eos_id)
+        self._lengths: dict[str, list[int]] = {}
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        data = self.prepared.splits[split]
+        if split not in self._lengths:
+            self._lengths[split] = example_lengths(data, self.objective)
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        b = self.batching
+        sampler = TokenBudgetBatchSampler(
+            self._lengths[split],
+            max_tokens=b.max_tokens if train else b.eval_max_tokens,
+            batch_size=b.batch_size if train else None,
+            shuffle=train,
+            seed=self.seed,
+            num_replicas=world,
+            rank=rank,
+        )
+        if train:
+            sampler = ResumableBatches(sampler)
+        return (ResumableDataLoader if train else DataLoader)(
+            IndexedSplit(data),
+            batch_sampler=sampler,
+            collate_fn=self.collate,
+            num_workers=b.num_workers,
+            persistent_workers=b.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test" if "test" in self.prepared.splits else "validation", train=False)

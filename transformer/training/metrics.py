@@ -1,0 +1,45 @@
+"""Text-generation metrics from the field's libraries: sacreBLEU (BLEU, chrF) and rouge-score (ROUGE-1/2/L)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sacrebleu
+from rouge_score import rouge_scorer
+
+GENERATION_METRICS = ("bleu", "chrf", "rouge1", "rouge2", "rougeL")
+
+
+def generation_metrics(
+    hypotheses: Sequence[str], references: Sequence[Sequence[str]], names: Sequence[str]
+) -> dict[str, float]:
+    """Corpus metrics (0-100) of detokenized hypotheses against one or more raw references per example.
+
+    BLEU uses sacreBLEU's defaults (13a tokenizer, cased); ROUGE takes the best reference per example
+    (rouge-score's score_multi) with stemming, averaged F-measures.
+    """
+    unknown = sorted(set(names) - set(GENERATION_METRICS))
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; choose among {GENERATION_METRICS}")
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} reference lists")
+    results: dict[str, float] = {}
+    if not hypotheses:
+        return results
+    # sacreBLEU wants one stream per reference position; pad short reference lists with their first entry
+    n_refs = max(len(refs) for refs in references)
+    streams = [[refs[i] if i < len(refs) else refs[0] for refs in references] for i in range(n_refs)]
+    if "bleu" in names:
+        results["bleu"] = sacrebleu.corpus_bleu(list(hypotheses), streams).score
+    if "chrf" in names:
+        results["chrf"] = sacrebleu.corpus_chrf(list(hypotheses), streams).score
+    rouge_types = [name for name in names if name.startswith("rouge")]
+    if rouge_types:
+        scorer = rouge_scorer.RougeScorer(rouge_types, use_stemmer=True)
+        totals = dict.fromkeys(rouge_types, 0.0)
+        for hyp, refs in zip(hypotheses, references, strict=True):
+            scores = scorer.score_multi(list(refs), hyp)
+            for name in rouge_types:
+                totals[name] += scores[name].fmeasure
+        results.update({name: 100 * total / len(hypotheses) for name, total in totals.items()})
+    return results

@@ -1,0 +1,131 @@
+"""LightningModule for sequence-to-sequence (translation, summarization): label-smoothed cross-entropy for
+training, beam search with sacreBLEU / chrF / ROUGE for validation and test."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from transformer.config import ModelConfig
+from transformer.decoding import beam_search, greedy_search
+from transformer.model import EncoderDecoder
+from transformer.training.metrics import generation_metrics
+from transformer.training.optim import OptimConfig, build_optimizer
+
+
+@dataclass
+class DecodingConfig:
+    beam_size: int = 4
+    length_penalty: float = 1.0
+    max_len_a: float = 1.2  # budget of a*source_length + b generated tokens
+    max_len_b: int = 10
+    val_beam_size: int | None = None  # None: beam_size; 1: greedy, faster validation during training
+    val_max_batches: int | None = None  # decode only the first batches of validation (loss uses all)
+    metrics: list[str] = field(default_factory=lambda: ["bleu", "chrf"])
+
+    def __post_init__(self) -> None:
+        if self.beam_size < 1 or (self.val_beam_size is not None and self.val_beam_size < 1):
+            raise ValueError(f"beam sizes must be >= 1, got {self.beam_size} / {self.val_beam_size}")
+
+
+class Seq2SeqModule(pl.LightningModule):
+    def __init__(
+        self,
+        model_config: ModelConfig,
+        optim: OptimConfig,
+        decoding: DecodingConfig,
+        tokenizer,  # target-side tokenizer: ids -> detokenized text
+        artifacts: dict[str, Any],
+    ) -> None:
+        super().__init__()
+        self.model = EncoderDecoder(model_config)
+        self.optim, self.decoding, self.tokenizer = optim, decoding, tokenizer
+        self.artifacts = artifacts
+        self.pad_id = model_config.pad_id
+        self._outputs: list[tuple[int, str, list[str]]] = []  # (example index, hypothesis, references)
+        self.predictions: list[tuple[int, str]] = []
+
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        return self.model(src, tgt_in)  # (B, T, V)
+
+    def _loss(self, batch, smoothing: float = 0.0) -> torch.Tensor:
+        logits = self(batch["src"], batch["tgt_in"])
+        return F.cross_entropy(
+            logits.float().flatten(0, 1),
+            batch["tgt_out"].flatten(),
+            ignore_index=self.pad_id,
+            label_smoothing=smoothing,
+        )
+
+    def training_step(self, batch, batch_idx):
+        loss = self._loss(batch, self.optim.label_smoothing)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["src"].size(0))
+        return loss
+
+    def generate(self, src: torch.Tensor, beam_size: int | None = None) -> list[str]:
+        """Detokenized outputs for a batch of source ids (B, S)."""
+        d = self.decoding
+        beam = beam_size or d.beam_size
+        bos, eos = self.tokenizer.bos_id, self.tokenizer.eos_id
+        if beam == 1:
+            ids = greedy_search(self.model, src, bos, eos, d.max_len_a, d.max_len_b)
+        else:
+            ids = beam_search(self.model, src, bos, eos, beam, d.length_penalty, d.max_len_a, d.max_len_b)
+        return [self.tokenizer.decode(row) for row in ids]
+
+    def _evaluate(self, batch, batch_idx: int, stage: str) -> None:
+        n = batch["src"].size(0)
+        self.log(f"{stage}/loss", self._loss(batch), sync_dist=True, batch_size=n)
+        limit = self.decoding.val_max_batches if stage == "val" else None
+        if limit is not None and batch_idx >= limit:
+            return
+        beam = (self.decoding.val_beam_size or self.decoding.beam_size) if stage == "val" else None
+        hypotheses = self.generate(batch["src"], beam)
+        self._outputs.extend(zip(batch["index"].tolist(), hypotheses, batch["references"], strict=True))
+
+    def _log_generation_metrics(self, stage: str) -> None:
+        outputs = self._outputs
+        if dist.is_available() and dist.is_initialized():
+            gathered: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, outputs)
+            outputs = [item for part in gathered for item in part]
+        unique = dict((index, (hyp, refs)) for index, hyp, refs in outputs)  # samplers may repeat examples
+        ordered = [unique[i] for i in sorted(unique)]
+        scores = generation_metrics([h for h, _ in ordered], [r for _, r in ordered], self.decoding.metrics)
+        # every rank holds the same gathered values, so no further reduction is needed
+        self.log_dict({f"{stage}/{k}": float(v) for k, v in scores.items()}, prog_bar=stage == "val")
+        if stage == "test":
+            self.predictions = [(i, unique[i][0]) for i in sorted(unique)]
+        self._outputs = []
+
+    def on_validation_epoch_start(self) -> None:
+        self._outputs = []
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluate(batch, batch_idx, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_generation_metrics("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._outputs = []
+
+    def test_step(self, batch, batch_idx):
+        self._evaluate(batch, batch_idx, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_generation_metrics("test")
+
+    def configure_optimizers(self):
+        optimizer, scheduler = build_optimizer(
+            self.model, self.optim, self.trainer.estimated_stepping_batches
+        )
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["transformer"] = self.artifacts
