@@ -1,0 +1,173 @@
+"""Length-bucketed batches under a token budget, and the collate functions that pad them.
+
+A batch of B examples whose longest has L tokens costs B * L padded tokens: that product is what fills the
+GPU, so `max_tokens` caps it (as fairseq does). Sorting by length before cutting keeps L close to every
+example's length, so little of the budget goes to padding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow.compute as pc
+import torch
+from datasets import Dataset
+from torch import Tensor
+from torch.utils.data import Sampler
+
+
+def example_lengths(dataset: Dataset) -> np.ndarray:
+    """Cost of each example in tokens: len(src_ids), or max(len(src_ids), len(tgt_ids) + 1) for seq2seq.
+
+    The +1 is the bos of tgt_in (or the eos of tgt_out). Read from Arrow without decoding the rows.
+    """
+    table = dataset.with_format("arrow")[:]  # honours a select()/shuffle() view
+    lengths = pc.list_value_length(table.column("src_ids")).to_numpy(zero_copy_only=False)
+    if "tgt_ids" in table.column_names:
+        tgt = pc.list_value_length(table.column("tgt_ids")).to_numpy(zero_copy_only=False)
+        lengths = np.maximum(lengths, tgt + 1)
+    return lengths.astype(np.int64)
+
+
+class TokenBudgetBatchSampler(Sampler[list[int]]):
+    """Batches of similar-length examples, each within `max_tokens` padded tokens and/or `batch_size` examples.
+
+    Every epoch: sort by length (ties broken at random from seed + epoch, so batches change between epochs),
+    cut greedily into batches, shuffle the batch order from seed + epoch. shuffle=False keeps the sorted order.
+
+    Distributed (num_replicas > 1): all ranks compute the same batch list and rank r takes batches r, r + R, ...
+    DDP hangs when ranks run different numbers of steps, so the list is made divisible by R: by repeating
+    batches from its start (the default; a few examples are seen twice per epoch), or with drop_last=True by
+    dropping the last few batches (a few examples are skipped that epoch). Either way every rank gets
+    len(sampler) batches.
+
+    An example longer than max_tokens alone raises ValueError: prepare truncates to the max lengths, so raise
+    max_tokens above them.
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int] | np.ndarray,
+        max_tokens: int | None = None,
+        batch_size: int | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        drop_last: bool = False,
+    ) -> None:
+        if max_tokens is None and batch_size is None:
+            raise ValueError("give max_tokens, batch_size or both")
+        for name, value in (("max_tokens", max_tokens), ("batch_size", batch_size)):
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank={rank} is outside [0, num_replicas={num_replicas})")
+        self.lengths = np.maximum(np.asarray(lengths, dtype=np.int64), 1)  # an empty example still takes a slot
+        if len(self.lengths) == 0:
+            raise ValueError("no examples to batch")
+        if max_tokens is not None and self.lengths.max() > max_tokens:
+            i = int(self.lengths.argmax())
+            raise ValueError(
+                f"example {i} has {self.lengths[i]} tokens, more than max_tokens={max_tokens}: "
+                "raise max_tokens above the max lengths of the dataset"
+            )
+        self.max_tokens, self.batch_size = max_tokens, batch_size
+        self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
+        self.num_replicas, self.rank = num_replicas, rank
+        self.epoch = 0
+        # Batch sizes depend only on the sorted lengths, not on how ties are broken: the same every epoch.
+        self.sizes = _cut(np.sort(self.lengths), max_tokens, batch_size)
+        total = len(self.sizes)
+        if drop_last and total < num_replicas:
+            raise ValueError(f"{total} batches cannot give each of {num_replicas} replicas one with drop_last=True")
+        self.num_batches = total // num_replicas if drop_last else -(-total // num_replicas)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.batches()[self.rank :: self.num_replicas]:
+            yield batch.tolist()
+
+    def batches(self) -> list[np.ndarray]:
+        """This epoch's batches for all ranks (num_batches * num_replicas of them)."""
+        if self.shuffle:
+            rng = np.random.default_rng([self.seed, self.epoch])
+            ties = rng.permutation(len(self.lengths))
+            order = ties[np.argsort(self.lengths[ties], kind="stable")]
+        else:
+            order = np.argsort(self.lengths, kind="stable")
+        batches = np.split(order, np.cumsum(self.sizes)[:-1])
+        if self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        wanted = self.num_batches * self.num_replicas
+        return [batches[i % len(batches)] for i in range(wanted)]
+
+
+def _cut(sorted_lengths: np.ndarray, max_tokens: int | None, batch_size: int | None) -> list[int]:
+    """Greedy batch sizes over ascending lengths: the newest example is always the longest of its batch."""
+    sizes, count = [], 0
+    for length in sorted_lengths.tolist():
+        full = (max_tokens is not None and (count + 1) * length > max_tokens) or count == batch_size
+        if count and full:
+            sizes.append(count)
+            count = 0
+        count += 1
+    sizes.append(count)
+    return sizes
+
+
+def pad_sequences(sequences: Sequence[Sequence[int]], pad_id: int) -> Tensor:
+    """Right-padded (B, L) LongTensor, L = the longest sequence (at least 1)."""
+    out = torch.full((len(sequences), max(1, max(len(s) for s in sequences))), pad_id, dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        out[i, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+    return out
+
+
+def collate_classification(examples: list[Mapping[str, Any]], pad_id: int = 0) -> dict[str, Tensor]:
+    """{"src": (B, S), "label": (B,)}. Bind pad_id with functools.partial (it pickles for workers)."""
+    return {
+        "src": pad_sequences([ex["src_ids"] for ex in examples], pad_id),  # (B, S)
+        "label": torch.tensor([ex["label"] for ex in examples], dtype=torch.long),  # (B,)
+    }
+
+
+def collate_seq2seq(
+    examples: list[Mapping[str, Any]], pad_id: int = 0, bos_id: int = 2, eos_id: int = 3
+) -> dict[str, Tensor]:
+    """{"src": (B, S), "tgt_in": (B, T) = bos + tgt, "tgt_out": (B, T) = tgt + eos, "index": (B,)}.
+
+    tgt_in and tgt_out are the decoder input and its labels shifted by one (teacher forcing); pads in
+    tgt_out are ignored by the loss. `index` is each example's row, to match outputs back to references.
+    """
+    tgt = [list(ex["tgt_ids"]) for ex in examples]
+    return {
+        "src": pad_sequences([ex["src_ids"] for ex in examples], pad_id),  # (B, S)
+        "tgt_in": pad_sequences([[bos_id] + t for t in tgt], pad_id),  # (B, T)
+        "tgt_out": pad_sequences([t + [eos_id] for t in tgt], pad_id),  # (B, T)
+        "index": torch.tensor([ex["index"] for ex in examples], dtype=torch.long),  # (B,)
+    }
+
+
+def padding_efficiency(batch: Mapping[str, Tensor] | Tensor | Sequence[int], pad_id: int = 0) -> float:
+    """Real tokens / padded tokens of one batch, in (0, 1].
+
+    Accepts a collated batch (counts "src" and, for seq2seq, "tgt_out"), one (B, L) tensor, or the lengths
+    of the batch's examples.
+    """
+    if isinstance(batch, Mapping):
+        tensors = [batch[k] for k in ("src", "tgt_out") if k in batch]
+    elif isinstance(batch, Tensor):
+        tensors = [batch]
+    else:
+        lengths = np.asarray(batch)
+        return float(lengths.sum() / (len(lengths) * lengths.max()))
+    real = sum(int((t != pad_id).sum()) for t in tensors)
+    return real / sum(t.numel() for t in tensors)

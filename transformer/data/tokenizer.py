@@ -1,0 +1,141 @@
+"""SentencePiece tokenizers with fixed special ids, trained from an in-memory iterator.
+
+The serialized model proto (`to_bytes`) is the whole tokenizer: training code embeds it in checkpoints, and
+`Tokenizer.from_bytes` restores it without any file.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import sentencepiece as spm
+
+from transformer.data.config import DataError
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
+
+class Tokenizer:
+    """A SentencePiece model with pad=0, unk=1, bos=2, eos=3. Pickles as its model bytes."""
+
+    pad_id, unk_id, bos_id, eos_id = PAD_ID, UNK_ID, BOS_ID, EOS_ID
+
+    def __init__(self, model_proto: bytes) -> None:
+        self._proto = bytes(model_proto)
+        self._sp = spm.SentencePieceProcessor(model_proto=self._proto)
+        ids = (self._sp.pad_id(), self._sp.unk_id(), self._sp.bos_id(), self._sp.eos_id())
+        if ids != (PAD_ID, UNK_ID, BOS_ID, EOS_ID):
+            raise DataError(f"tokenizer has special ids (pad, unk, bos, eos)={ids}; expected (0, 1, 2, 3)")
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Tokenizer:
+        return cls(data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Tokenizer:
+        return cls(Path(path).read_bytes())
+
+    def to_bytes(self) -> bytes:
+        return self._proto
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_bytes(self._proto)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._sp.get_piece_size()
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text, without bos/eos (the collate functions add them)."""
+        return self._sp.encode(list(texts), out_type=int)
+
+    def decode(self, ids: Sequence[int] | Any) -> str:
+        """Text of one sequence: stops at the first eos after the content, drops pad and bos."""
+        ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+        kept: list[int] = []
+        for i in ids:
+            if i == EOS_ID and kept:
+                break
+            if i not in (PAD_ID, BOS_ID, EOS_ID):
+                kept.append(i)
+        return self._sp.decode(kept)
+
+    def decode_batch(self, batch: Iterable[Sequence[int]] | Any) -> list[str]:
+        """`decode` of each row of a (B, T) tensor or a list of id lists."""
+        rows = batch.tolist() if hasattr(batch, "tolist") else batch
+        return [self.decode(row) for row in rows]
+
+    def id_to_piece(self, i: int) -> str:
+        return self._sp.id_to_piece(i)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Tokenizer) and other._proto == self._proto
+
+    def __hash__(self) -> int:
+        return hash(self._proto)
+
+    def __getstate__(self) -> bytes:
+        return self._proto
+
+    def __setstate__(self, state: bytes) -> None:
+        self.__init__(state)
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(vocab_size={self.vocab_size})"
+
+
+def train_tokenizer(
+    sentences: Iterable[str],
+    vocab_size: int,
+    model_type: str = "unigram",
+    character_coverage: float = 1.0,
+    input_sentence_size: int = 1_000_000,
+    setting: str = "tokenizer.vocab_size",
+) -> Tokenizer:
+    """Train a SentencePiece model on `sentences` in memory (no temp files, no log output).
+
+    `setting` names the config key that sets `vocab_size`, for the error when the corpus is too small for it.
+    """
+    model = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(sentences),
+            model_writer=model,
+            model_type=model_type,
+            vocab_size=vocab_size,
+            character_coverage=character_coverage,
+            input_sentence_size=input_sentence_size,
+            shuffle_input_sentence=True,
+            pad_id=PAD_ID,
+            unk_id=UNK_ID,
+            bos_id=BOS_ID,
+            eos_id=EOS_ID,
+            pad_piece="<pad>",
+            unk_piece="<unk>",
+            bos_piece="<s>",
+            eos_piece="</s>",
+            num_threads=os.cpu_count() or 1,
+            minloglevel=2,  # errors only: the trainer's INFO lines would flood every prepare
+        )
+    except RuntimeError as e:
+        message = str(e).strip().splitlines()[-1]
+        limit = re.search(r"value <= (\d+)", message)
+        if limit:
+            raise DataError(
+                f"{setting}={vocab_size} is too large for this corpus: lower it to at most {limit.group(1)}"
+            ) from None
+        chars = re.search(r"smaller than required_chars\. \d+ vs (\d+)", message)
+        if chars:
+            raise DataError(
+                f"{setting}={vocab_size} is too small for the characters of this corpus: raise it above "
+                f"{chars.group(1)}, or lower dataset.tokenizer.character_coverage"
+            ) from None
+        if "No sentences" in message or "empty" in message.lower():
+            raise DataError(f"cannot train the tokenizer: no training text ({message})") from None
+        raise DataError(f"SentencePiece training failed: {message}") from None
+    return Tokenizer(model.getvalue())
