@@ -14,7 +14,6 @@ import pytest
 from hydra.core.global_hydra import GlobalHydra
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED_DATA = REPO.parent / "shared" / "data"  # the real datasets, beside the repository (never copied in)
 
 WORDS = (
     "the a cat dog bird sees likes chases small big red green house tree river runs sleeps quickly slowly "
@@ -97,10 +96,3 @@ def hydra_clean():
 @pytest.fixture
 def configs_dir() -> Path:
     return REPO / "configs"
-
-
-@pytest.fixture
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real datasets not found at {SHARED_DATA}")
-    return SHARED_DATA

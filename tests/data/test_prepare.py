@@ -4,7 +4,7 @@ import os
 import pandas as pd
 import pytest
 
-from transformer.data import DataError, DatasetConfig, Tokenizer, load_prepared, prepare_dataset
+from transformer.data import DataError, DatasetConfig, Tokenizer, encode_split, load_prepared, prepare_dataset
 from transformer.data import prepare as prepare_module
 
 
@@ -80,7 +80,7 @@ def test_classification_from_every_format(corpus, tmp_path, name):
     assert set(train.column_names) == {"index", "text", "label", "src_ids"}
     assert train["text"][0] == 'quoted "text", with a comma'
     assert train["label"][:] == frame["polarity"].tolist()
-    assert data.label_names == ["negative", "positive"] and data.tgt_tokenizer is None
+    assert data.label_names == ["negative", "positive"] and data.tgt_tokenizer is data.src_tokenizer
 
 
 def test_string_labels_map_through_label_names(corpus, tmp_path):
@@ -226,3 +226,23 @@ def test_tokenizer_bytes_from_the_cache_restore_it(seq2seq_files, tmp_path):
     data = prepare_dataset(config(), tmp_path, tmp_path / "cache")
     restored = Tokenizer.from_bytes(data.src_tokenizer.to_bytes())
     assert restored.encode(["the cat"]) == data.src_tokenizer.encode(["the cat"])
+
+
+def test_encode_split_with_given_tokenizers(seq2seq_files, tmp_path):
+    data = prepare_dataset(config(), tmp_path, tmp_path / "cache")
+    split = encode_split(config(), tmp_path, "validation", data.src_tokenizer, data.tgt_tokenizer)
+    assert split[:] == data.splits["validation"][:]
+    with pytest.raises(DataError, match="has no split 'test'"):
+        encode_split(config(), tmp_path, "test", data.src_tokenizer)
+
+
+def test_encode_split_uses_the_given_label_names(corpus, tmp_path):
+    rows = corpus.classification_rows(100)
+    corpus.jsonl("train.jsonl", rows)
+    corpus.jsonl("validation.jsonl", rows[:10])
+    data = prepare_dataset(classification(), tmp_path, tmp_path / "cache")
+    split = encode_split(
+        classification(), tmp_path, "validation", data.src_tokenizer, label_names=["positive", "negative"]
+    )
+    assert split["label"][:] == [1 - label for label in data.splits["validation"]["label"][:]]
+    assert split["src_ids"][:] == data.splits["validation"]["src_ids"][:]

@@ -8,7 +8,7 @@ from transformer.data.batching import (
     padding_efficiency,
 )
 from transformer.data.config import DataError, DatasetConfig, TokenizerConfig
-from transformer.data.prepare import PreparedData, load_prepared, prepare_dataset, prepare_from_config
+from transformer.data.prepare import PreparedData, encode_split, load_prepared, prepare_dataset, prepare_from_config
 from transformer.data.tokenizer import Tokenizer, train_tokenizer
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "TokenizerConfig",
     "collate_classification",
     "collate_seq2seq",
+    "encode_split",
     "example_lengths",
     "load_prepared",
     "padding_efficiency",

@@ -12,6 +12,7 @@ leaves either the previous cache or none, never a half-written one that looks va
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import itertools
@@ -53,7 +54,7 @@ class PreparedData:
     dir: Path
     splits: dict[str, Dataset]
     src_tokenizer: Tokenizer
-    tgt_tokenizer: Tokenizer | None  # seq2seq only; the same object as src_tokenizer when shared
+    tgt_tokenizer: Tokenizer  # the same object as src_tokenizer when shared (and for classification)
     label_names: list[str] | None  # classification only
     meta: dict[str, Any]
     reused: bool = False  # True when a valid cache was loaded instead of built
@@ -70,13 +71,14 @@ class PreparedData:
         """One line: counts, vocabulary, skipped and truncated rows, where the cache is."""
         stats = self.meta["splits"]
         counts = ", ".join(f"{split} {stats[split]['rows']}" for split in SPLITS if split in stats)
-        if self.tgt_tokenizer is None or self.tgt_tokenizer is self.src_tokenizer:
-            vocab = f"vocab {self.src_tokenizer.vocab_size}" + (" shared" if self.tgt_tokenizer else "")
+        seq2seq = self.objective == "seq2seq"
+        if self.tgt_tokenizer is self.src_tokenizer:
+            vocab = f"vocab {self.src_tokenizer.vocab_size}" + (" shared" if seq2seq else "")
         else:
             vocab = f"vocab {self.src_tokenizer.vocab_size} src / {self.tgt_tokenizer.vocab_size} tgt"
         skipped = sum(s["skipped"] for s in stats.values())
         truncated = f"truncated {sum(s['truncated_source'] for s in stats.values())} source"
-        if self.tgt_tokenizer is not None:
+        if seq2seq:
             truncated += f" / {sum(s['truncated_target'] for s in stats.values())} target"
         how = "reused" if self.reused else f"built in {self.meta['seconds']:.1f} s"
         return f"{self.meta['name']}: {counts} | {vocab} | skipped {skipped} empty, {truncated} | {self.dir} ({how})"
@@ -131,11 +133,9 @@ def load_prepared(directory: str | Path) -> PreparedData:
     if meta.get("version") != CACHE_VERSION:
         raise DataError(f"{directory} was prepared by cache version {meta.get('version')}: prepare it again")
     splits = datasets.load_from_disk(str(directory / "splits"))
-    src = Tokenizer.load(directory / meta["tokenizers"]["src"])
-    tgt_file = meta["tokenizers"].get("tgt")
-    tgt = src if tgt_file == meta["tokenizers"]["src"] else None  # shared: one object, as documented
-    if tgt_file is not None and tgt is None:
-        tgt = Tokenizer.load(directory / tgt_file)
+    files = meta["tokenizers"]
+    src = Tokenizer.load(directory / files["src"])
+    tgt = src if files["tgt"] == files["src"] else Tokenizer.load(directory / files["tgt"])
     return PreparedData(
         dir=directory,
         splits=dict(splits),
@@ -166,6 +166,29 @@ def prepare_from_config(cfg: DictConfig) -> PreparedData:
     return data
 
 
+def encode_split(
+    dataset_cfg: DatasetConfig,
+    data_root: str | Path | None,
+    split: str,
+    src_tokenizer: Tokenizer,
+    tgt_tokenizer: Tokenizer | None = None,
+    label_names: list[str] | None = None,
+) -> Dataset:
+    """One split of the raw data encoded with given tokenizers (e.g. a checkpoint's): in memory, not cached.
+
+    Same columns as `PreparedData.splits`. `label_names` (e.g. the checkpoint's) replaces the config's.
+    """
+    cfg = dataset_cfg
+    if label_names and cfg.objective == "classification":
+        cfg = dataclasses.replace(cfg, label_names=list(label_names))
+    with tempfile.TemporaryDirectory(prefix="transformer-encode-") as tmp:
+        part = load_splits(cfg, data_root, work_dir=Path(tmp) / "work", raw_dir=Path(tmp) / "raw", only=[split])[split]
+        if len(part.data) == 0:
+            raise DataError(f"{part.origin}: no usable rows ({part.skipped} with empty text skipped)")
+        encoded, _ = _encode(part.data, cfg, src_tokenizer, tgt_tokenizer or src_tokenizer)
+    return encoded
+
+
 def cache_fingerprint(cfg: DatasetConfig, data_root: str | Path | None) -> tuple[str, dict[str, Any]]:
     """Hash of everything that affects the prepared data, and what was hashed (kept in meta.json)."""
     inputs = {"version": CACHE_VERSION, "config": cfg.to_dict(), "source": source_identity(cfg, data_root)}
@@ -184,8 +207,8 @@ def _build(cfg: DatasetConfig, data_root: str | Path | None, out: Path, num_proc
             raise DataError(f"{part.origin}: no usable rows ({part.skipped} with empty text skipped)")
 
     src_tok, tgt_tok = _train_tokenizers(cfg, raw["train"])
-    files = {"src": "spm.model"} if tgt_tok is None else {"src": "spm.model", "tgt": "spm.model"}
-    if tgt_tok is not None and tgt_tok is not src_tok:
+    files = {"src": "spm.model", "tgt": "spm.model"}
+    if tgt_tok is not src_tok:
         files = {"src": "src.model", "tgt": "tgt.model"}
         tgt_tok.save(out / files["tgt"])
     src_tok.save(out / files["src"])
@@ -217,7 +240,7 @@ def _build(cfg: DatasetConfig, data_root: str | Path | None, out: Path, num_proc
     }
 
 
-def _train_tokenizers(cfg: DatasetConfig, train: RawSplit) -> tuple[Tokenizer, Tokenizer | None]:
+def _train_tokenizers(cfg: DatasetConfig, train: RawSplit) -> tuple[Tokenizer, Tokenizer]:
     t = cfg.tokenizer
     options = {
         "model_type": t.model_type,
@@ -226,7 +249,8 @@ def _train_tokenizers(cfg: DatasetConfig, train: RawSplit) -> tuple[Tokenizer, T
     }
     key = "dataset.tokenizer.vocab_size"
     if cfg.objective == "classification":
-        return train_tokenizer(_texts(train.data, "text"), t.vocab_size, setting=key, **options), None
+        tok = train_tokenizer(_texts(train.data, "text"), t.vocab_size, setting=key, **options)
+        return tok, tok
     if t.shared:
         sentences = itertools.chain(_texts(train.data, "source"), _texts(train.data, "target"))
         tok = train_tokenizer(sentences, t.vocab_size, setting=key, **options)
@@ -243,33 +267,43 @@ def _texts(ds: Dataset, column: str) -> Iterator[str]:
 
 
 def _encode(
-    ds: Dataset, cfg: DatasetConfig, src_tok: Tokenizer, tgt_tok: Tokenizer | None, procs: int, cache_file: Path
+    ds: Dataset,
+    cfg: DatasetConfig,
+    src_tok: Tokenizer,
+    tgt_tok: Tokenizer,
+    procs: int = 1,
+    cache_file: Path | None = None,
 ) -> tuple[Dataset, dict[str, int]]:
-    """Add `index`, `src_ids` (and `tgt_ids`), truncated to the max lengths; return the truncation counts."""
+    """Add `index`, `src_ids` (and `tgt_ids`), truncated to the max lengths; return the truncation counts.
+
+    Without `cache_file` the result is kept in memory.
+    """
+    seq2seq = cfg.objective == "seq2seq"
     ids = List(Value("int32"))  # vocabularies are far below 2**31; halves the cache
     features = ds.features.copy()
     features.update({"index": Value("int64"), "src_ids": ids, "src_truncated": Value("bool")})
-    if tgt_tok is not None:
+    if seq2seq:
         features.update({"tgt_ids": ids, "tgt_truncated": Value("bool")})
     out = ds.map(
         _encode_batch,
         batched=True,
         with_indices=True,
         fn_kwargs={
-            "src_column": "text" if tgt_tok is None else "source",
+            "src_column": "source" if seq2seq else "text",
             "src_tok": src_tok,
-            "tgt_tok": tgt_tok,
+            "tgt_tok": tgt_tok if seq2seq else None,
             "max_source_len": cfg.max_source_len,
             "max_target_len": cfg.max_target_len - 1,  # room for bos (tgt_in) or eos (tgt_out)
         },
         features=Features(features),
         num_proc=procs if procs > 1 and len(ds) >= PROCESS_MIN_ROWS else None,
-        cache_file_name=str(cache_file),
+        keep_in_memory=cache_file is None,
+        cache_file_name=None if cache_file is None else str(cache_file),
         new_fingerprint=hashlib.sha256(str(cache_file).encode()).hexdigest()[:16],
-        desc=f"Encoding {cache_file.stem.removesuffix('-encoded')}",
+        desc="Encoding",
     )
     flags = {"truncated_source": "src_truncated"}
-    if tgt_tok is not None:
+    if seq2seq:
         flags["truncated_target"] = "tgt_truncated"
     counts = {name: int(pc.sum(out.data.column(column)).as_py() or 0) for name, column in flags.items()}
     return out.remove_columns(list(flags.values())), counts

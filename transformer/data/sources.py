@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import importlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,18 +96,26 @@ def source_identity(cfg: DatasetConfig, data_root: str | Path | None) -> dict[st
     return {"kind": kind, "sample": cfg.sample, "seed": cfg.seed, "generator": hashlib.sha256(code).hexdigest()}
 
 
-def load_splits(cfg: DatasetConfig, data_root: str | Path | None, work_dir: Path, raw_dir: Path) -> dict[str, RawSplit]:
-    """Read every split and map it to canonical columns.
+def load_splits(
+    cfg: DatasetConfig,
+    data_root: str | Path | None,
+    work_dir: Path,
+    raw_dir: Path,
+    only: Sequence[str] | None = None,
+) -> dict[str, RawSplit]:
+    """Read every split (or those in `only`) and map it to canonical columns.
 
     `work_dir` takes the intermediate Arrow files (HF builder cache and map outputs), `raw_dir` the generated
     sample; both are removed by the caller.
     """
     kind = source_kind(cfg, data_root)
+    names = _hub_splits(cfg) if kind == "hub" else cfg.splits
+    missing = sorted(set(only or ()) - set(names))
+    if missing:
+        raise DataError(f"dataset {cfg.name!r} has no split {missing[0]!r}; it has {sorted(names)}")
+    wanted = [split for split in names if only is None or split in only]
     if kind == "hub":
-        loaded = {
-            split: (_load_hub(cfg, hub_split), f"{cfg.hub}[{hub_split}]")
-            for split, hub_split in _hub_splits(cfg).items()
-        }
+        loaded = {split: (_load_hub(cfg, names[split]), f"{cfg.hub}[{names[split]}]") for split in wanted}
     else:
         if kind == "sample":
             _samples_module().generate_sample(cfg.sample, raw_dir, seed=cfg.seed)
@@ -115,7 +124,8 @@ def load_splits(cfg: DatasetConfig, data_root: str | Path | None, work_dir: Path
         else:
             files, fmt = local_files(cfg, data_root), cfg.format
         loaded = {}
-        for split, paths in files.items():
+        for split in wanted:
+            paths = files[split]
             origin = ", ".join(str(p) for p in paths)
             loaded[split] = (_load_local(cfg, fmt, split, paths, work_dir / "hf"), origin)
     return {
@@ -130,7 +140,10 @@ def check_utf8(path: Path) -> None:
     pending = b""
     with _open_bytes(path) as f:
         while True:
-            chunk = f.read(_CHUNK)
+            try:
+                chunk = f.read(_CHUNK)
+            except (OSError, EOFError) as e:  # a corrupt or truncated .gz
+                raise DataError(f"cannot read {path}: {e}") from None
             data = pending + chunk
             if not data:
                 break
@@ -218,6 +231,8 @@ def _load_local(cfg: DatasetConfig, fmt: str, split: str, paths: list[Path], cac
     try:
         ds = datasets.load_dataset(builder, data_files={split: files}, split=split, cache_dir=str(cache_dir), **options)
     except Exception as e:
+        if "corresponds to no data" in str(e):  # what HF says about a file with a header and no rows
+            raise DataError(f"{', '.join(files)} has no rows") from None
         raise DataError(f"cannot read {', '.join(files)} as {fmt}: {_one_line(e)}") from e
     if len(ds) == 0:
         raise DataError(f"{', '.join(files)} has no rows")

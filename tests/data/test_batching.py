@@ -1,0 +1,159 @@
+import functools
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+from torch.utils.data import DataLoader
+
+from transformer.data import (
+    TokenBudgetBatchSampler,
+    collate_classification,
+    collate_seq2seq,
+    example_lengths,
+    padding_efficiency,
+)
+
+LENGTHS = np.random.default_rng(0).integers(1, 60, size=500)
+
+
+def epoch(sampler: TokenBudgetBatchSampler, number: int = 0) -> list[list[int]]:
+    sampler.set_epoch(number)
+    return list(sampler)
+
+
+def test_batches_respect_the_token_budget_and_cover_every_example_once():
+    sampler = TokenBudgetBatchSampler(LENGTHS, max_tokens=256)
+    for number in range(3):
+        batches = epoch(sampler, number)
+        assert len(batches) == len(sampler)
+        assert all(len(b) * LENGTHS[b].max() <= 256 for b in batches)
+        assert sorted(i for b in batches for i in b) == list(range(len(LENGTHS)))
+
+
+def test_batches_are_length_bucketed():
+    batches = epoch(TokenBudgetBatchSampler(LENGTHS, max_tokens=256))
+    efficiency = sum(LENGTHS[b].sum() for b in batches) / sum(len(b) * LENGTHS[b].max() for b in batches)
+    assert efficiency > 0.9  # random batches of this corpus are ~0.55
+
+
+def test_fixed_batch_size_and_both_caps():
+    batches = epoch(TokenBudgetBatchSampler(LENGTHS, batch_size=32))
+    assert [len(b) for b in batches].count(32) == len(batches) - 1  # all full but the last
+    both = epoch(TokenBudgetBatchSampler(LENGTHS, max_tokens=400, batch_size=16))
+    assert all(len(b) <= 16 and len(b) * LENGTHS[b].max() <= 400 for b in both)
+    assert max(len(b) for b in both) == 16  # the short examples hit the batch_size cap
+
+
+def test_shuffling_is_reproducible_and_changes_between_epochs():
+    a = TokenBudgetBatchSampler(LENGTHS, max_tokens=256, seed=1)
+    b = TokenBudgetBatchSampler(LENGTHS, max_tokens=256, seed=1)
+    assert epoch(a, 0) == epoch(b, 0) and epoch(a, 3) == epoch(b, 3)
+    assert epoch(a, 0) != epoch(a, 1)
+    assert epoch(a, 0) != epoch(TokenBudgetBatchSampler(LENGTHS, max_tokens=256, seed=2), 0)
+    # batch sizes follow the sorted lengths only, so the epoch length never changes
+    assert len({len(epoch(a, n)) for n in range(5)}) == 1
+
+
+def test_without_shuffle_batches_run_in_length_order():
+    batches = epoch(TokenBudgetBatchSampler(LENGTHS, max_tokens=256, shuffle=False))
+    longest = [LENGTHS[b].max() for b in batches]
+    assert longest == sorted(longest) and batches == epoch(
+        TokenBudgetBatchSampler(LENGTHS, max_tokens=256, shuffle=False), 5
+    )
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+@pytest.mark.parametrize("n", [500, 497])
+def test_distributed_shards_are_equal_and_disjoint(n, drop_last):
+    lengths = LENGTHS[:n]
+    total = len(TokenBudgetBatchSampler(lengths, max_tokens=256))
+    ranks = [
+        TokenBudgetBatchSampler(lengths, max_tokens=256, seed=3, num_replicas=2, rank=r, drop_last=drop_last)
+        for r in (0, 1)
+    ]
+    for number in (0, 1):
+        shards = [epoch(s, number) for s in ranks]
+        assert len(shards[0]) == len(shards[1]) == len(ranks[0])  # DDP steps stay in lockstep
+        assert all(len(b) * lengths[b].max() <= 256 for shard in shards for b in shard)
+        if total % 2 and not drop_last:  # odd: the epoch's first batch is repeated as rank 1's last
+            assert shards[1][-1] == shards[0][0]
+            shards[1].pop()
+        seen = [i for shard in shards for b in shard for i in b]
+        assert len(seen) == len(set(seen))  # disjoint
+        if not drop_last:
+            assert sorted(seen) == list(range(n))  # and together they cover everything
+        elif total % 2:
+            assert len(seen) < n  # one batch left out this epoch
+
+
+def test_odd_and_even_batch_counts_are_both_exercised():
+    counts = {n: len(TokenBudgetBatchSampler(LENGTHS[:n], max_tokens=256).sizes) % 2 for n in (500, 497)}
+    assert set(counts.values()) == {0, 1}, counts  # keeps the distributed test above meaningful
+
+
+def test_example_longer_than_the_budget():
+    with pytest.raises(ValueError, match="example 2 has 300 tokens, more than max_tokens=256"):
+        TokenBudgetBatchSampler([5, 10, 300, 7], max_tokens=256)
+
+
+@pytest.mark.parametrize(
+    "kwargs,pattern",
+    [
+        ({}, "give max_tokens, batch_size or both"),
+        ({"max_tokens": 0}, "max_tokens must be positive"),
+        ({"batch_size": 4, "num_replicas": 2, "rank": 2}, r"rank=2 is outside \[0, num_replicas=2\)"),
+        ({"batch_size": 8, "num_replicas": 3, "drop_last": True}, "1 batches cannot give each of 3 replicas"),
+    ],
+)
+def test_bad_sampler_arguments(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        TokenBudgetBatchSampler([3, 4, 5], **kwargs)
+
+
+def test_collate_seq2seq_shapes_and_shift():
+    examples = [
+        {"src_ids": [5, 6, 7], "tgt_ids": [8, 9], "index": 4},
+        {"src_ids": [5], "tgt_ids": [10, 11, 12], "index": 0},
+    ]
+    batch = collate_seq2seq(examples, pad_id=0, bos_id=2, eos_id=3)
+    assert batch["src"].tolist() == [[5, 6, 7], [5, 0, 0]]
+    assert batch["tgt_in"].tolist() == [[2, 8, 9, 0], [2, 10, 11, 12]]
+    assert batch["tgt_out"].tolist() == [[8, 9, 3, 0], [10, 11, 12, 3]]
+    assert batch["index"].tolist() == [4, 0]
+    assert all(t.dtype == torch.long for t in batch.values())
+
+
+def test_collate_classification():
+    batch = collate_classification([{"src_ids": [4, 5], "label": 1}, {"src_ids": [6, 7, 8], "label": 0}], pad_id=0)
+    assert batch["src"].tolist() == [[4, 5, 0], [6, 7, 8]] and batch["label"].tolist() == [1, 0]
+
+
+def test_padding_efficiency():
+    assert padding_efficiency([2, 4]) == 0.75
+    assert padding_efficiency(torch.tensor([[5, 6, 0, 0], [5, 6, 7, 8]])) == 0.75
+    batch = collate_seq2seq(
+        [{"src_ids": [5, 6], "tgt_ids": [7], "index": 0}, {"src_ids": [5], "tgt_ids": [7], "index": 1}]
+    )
+    assert padding_efficiency(batch) == (3 + 4) / (4 + 4)  # src 3 of 4, tgt_out 4 of 4
+
+
+def test_lengths_from_a_prepared_split_and_a_dataloader_with_workers():
+    split = Dataset.from_dict(
+        {
+            "src_ids": [[5, 6, 7], [5], [5, 6], [9] * 6],
+            "tgt_ids": [[8], [8, 9, 10, 11], [8, 9], [7]],
+            "index": [0, 1, 2, 3],
+        }
+    )
+    assert example_lengths(split).tolist() == [3, 5, 3, 6]  # max(src, tgt + 1)
+    assert example_lengths(split.select([3, 0])).tolist() == [6, 3]
+    assert example_lengths(split.remove_columns("tgt_ids")).tolist() == [3, 1, 2, 6]
+
+    collate = functools.partial(collate_seq2seq, pad_id=0, bos_id=2, eos_id=3)
+    pickle.dumps(collate)  # what DataLoader workers need
+    sampler = TokenBudgetBatchSampler(example_lengths(split), max_tokens=8, seed=0)
+    loader = DataLoader(split, batch_sampler=sampler, collate_fn=collate, num_workers=1)
+    indices = sorted(i for batch in loader for i in batch["index"].tolist())
+    assert indices == [0, 1, 2, 3]
