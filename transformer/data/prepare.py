@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import errno
 import hashlib
 import itertools
 import json
@@ -343,11 +344,22 @@ def _write_json(path: Path, value: dict[str, Any]) -> None:
 
 
 def _swap_in(new: Path, target: Path) -> None:
-    """Replace `target` by `new` with renames only; the old cache is deleted after the swap."""
-    old = None
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        os.replace(target, old / target.name)
-    os.replace(new, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    """Replace `target` by `new` with renames only; the old cache is deleted after the swap.
+
+    Two processes preparing the same dataset (e.g. DDP ranks) build identical caches; if another one swaps its
+    cache in between our two renames, ours replaces it.
+    """
+    for attempt in range(3):
+        old = None
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.replace(target, old / target.name)
+        try:
+            os.replace(new, target)
+            return
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST) or attempt == 2:
+                raise
+        finally:
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
