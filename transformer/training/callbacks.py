@@ -36,3 +36,15 @@ class TokenThroughput(pl.Callback):
             on_epoch=False,
             batch_size=batch["src"].size(0),
         )
+
+
+class ValidationStep(pl.Callback):
+    """Remembers the global step of the latest validation, so train() can tell whether the final weights
+    were validated (a run that stops at max_steps mid-epoch ends without a validation)."""
+
+    def __init__(self) -> None:
+        self.step = -1
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self.step = trainer.global_step

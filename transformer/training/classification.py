@@ -47,9 +47,7 @@ class ClassificationModule(pl.LightningModule):
         self.log_dict(metrics, prog_bar=stage == "val", batch_size=len(logits))
         if stage == "test":
             probs, labels = logits.float().softmax(-1).max(-1)
-            self.predictions.extend(
-                zip(batch["index"].tolist(), labels.tolist(), probs.tolist(), strict=True)
-            )
+            self.predictions.extend(zip(batch["index"].tolist(), labels.tolist(), probs.tolist(), strict=True))
 
     def validation_step(self, batch, batch_idx):
         self._evaluate(batch, "val", self.val_metrics)
@@ -61,9 +59,7 @@ class ClassificationModule(pl.LightningModule):
         self._evaluate(batch, "test", self.test_metrics)
 
     def configure_optimizers(self):
-        optimizer, scheduler = build_optimizer(
-            self.model, self.optim, self.trainer.estimated_stepping_batches
-        )
+        optimizer, scheduler = build_optimizer(self.model, self.optim, self.trainer.estimated_stepping_batches)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from transformer.data import TokenBudgetBatchSampler
+from transformer.data import TokenBudgetBatchSampler, collate_classification, collate_seq2seq, example_lengths
 
 
 @dataclass
@@ -21,9 +22,7 @@ class BatchingConfig:
 
     def __post_init__(self) -> None:
         if self.max_tokens is None and self.batch_size is None:
-            raise ValueError(
-                "batching needs max_tokens or batch_size: set batching.max_tokens=4096, for example"
-            )
+            raise ValueError("batching needs max_tokens or batch_size: set batching.max_tokens=4096, for example")
 
 
 class Collate:
@@ -37,49 +36,14 @@ class Collate:
     def __init__(self, objective: str, pad_id: int, bos_id: int, eos_id: int) -> None:
         self.objective, self.pad_id, self.bos_id, self.eos_id = objective, pad_id, bos_id, eos_id
 
-    def _pad(self, rows: list[list[int]]) -> torch.Tensor:
-        out = torch.full((len(rows), max(1, max(len(r) for r in rows))), self.pad_id, dtype=torch.long)
-        for i, row in enumerate(rows):
-            out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-        return out
-
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        batch = {
-            "src": self._pad([ex["src_ids"] for ex in examples]),
-            "index": torch.tensor([ex["index"] for ex in examples], dtype=torch.long),
-        }
         if self.objective == "classification":
-            batch["label"] = torch.tensor([ex["label"] for ex in examples], dtype=torch.long)
+            batch = collate_classification(examples, self.pad_id)
+            batch["index"] = torch.tensor([ex["index"] for ex in examples], dtype=torch.long)
             return batch
-        batch["tgt_in"] = self._pad([[self.bos_id, *ex["tgt_ids"]] for ex in examples])
-        batch["tgt_out"] = self._pad([[*ex["tgt_ids"], self.eos_id] for ex in examples])
+        batch = collate_seq2seq(examples, self.pad_id, self.bos_id, self.eos_id)
         batch["references"] = [ex.get("references") or [ex["target"]] for ex in examples]
         return batch
-
-
-class IndexedSplit(torch.utils.data.Dataset):
-    """A prepared split whose items also carry their row index (to order predictions and dedupe)."""
-
-    def __init__(self, split) -> None:
-        self.split = split
-
-    def __len__(self) -> int:
-        return len(self.split)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return {**self.split[int(index)], "index": int(index)}
-
-    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
-        rows = self.split[[int(i) for i in indices]]  # one Arrow read for the batch
-        return [{**{k: v[j] for k, v in rows.items()}, "index": int(i)} for j, i in enumerate(indices)]
-
-
-def example_lengths(split, objective: str) -> list[int]:
-    """Padded length each example needs: source, or the longer of source and target + 1 (BOS/EOS)."""
-    src = [len(ids) for ids in split["src_ids"]]
-    if objective == "classification":
-        return src
-    return [max(s, len(t) + 1) for s, t in zip(src, (len(ids) for ids in split["tgt_ids"]), strict=True)]
 
 
 class ResumableBatches(torch.utils.data.Sampler[list[int]]):
@@ -143,12 +107,12 @@ class TextDataModule(pl.LightningDataModule):
         self.prepared, self.objective, self.batching, self.seed = prepared, objective, batching, seed
         tok = prepared.tgt_tokenizer
         self.collate = Collate(objective, tok.pad_id, tok.bos_id, tok.eos_id)
-        self._lengths: dict[str, list[int]] = {}
+        self._lengths: dict[str, np.ndarray] = {}
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         data = self.prepared.splits[split]
         if split not in self._lengths:
-            self._lengths[split] = example_lengths(data, self.objective)
+            self._lengths[split] = example_lengths(data)
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         b = self.batching
@@ -164,7 +128,7 @@ class TextDataModule(pl.LightningDataModule):
         if train:
             sampler = ResumableBatches(sampler)
         return (ResumableDataLoader if train else DataLoader)(
-            IndexedSplit(data),
+            data,
             batch_sampler=sampler,
             collate_fn=self.collate,
             num_workers=b.num_workers,

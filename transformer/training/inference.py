@@ -12,11 +12,13 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
 
 from transformer.config import ModelConfig
-from transformer.data import DatasetConfig, Tokenizer, encode_split
+from transformer.data import DatasetConfig, TokenBudgetBatchSampler, Tokenizer, encode_split, example_lengths
+from transformer.data.batching import pad_sequences
 from transformer.training.classification import ClassificationModule
-from transformer.training.datamodule import Collate, IndexedSplit
+from transformer.training.datamodule import Collate
 from transformer.training.optim import OptimConfig
 from transformer.training.seq2seq import DecodingConfig, Seq2SeqModule
 from transformer.training.train import CHECKPOINT_FORMAT, resolve_precision, typed, write_json
@@ -68,9 +70,7 @@ def restore_module(checkpoint: dict[str, Any], decoding_overrides: dict[str, Any
         decoding = dict(artifacts["config"].get("decoding", {}))
         decoding.update({k: v for k, v in (decoding_overrides or {}).items() if v is not None})
         _, tgt = tokenizers(artifacts)
-        module = Seq2SeqModule(
-            model_config, optim, typed(DecodingConfig, decoding, "decoding"), tgt, artifacts
-        )
+        module = Seq2SeqModule(model_config, optim, typed(DecodingConfig, decoding, "decoding"), tgt, artifacts)
     module.load_state_dict(checkpoint["state_dict"])
     return module.eval()
 
@@ -108,14 +108,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 
 def evaluation_loader(split, objective: str, tokenizer: Tokenizer, max_tokens: int):
-    from torch.utils.data import DataLoader
-
-    from transformer.data import TokenBudgetBatchSampler
-    from transformer.training.datamodule import example_lengths
-
-    sampler = TokenBudgetBatchSampler(example_lengths(split, objective), max_tokens=max_tokens, shuffle=False)
+    sampler = TokenBudgetBatchSampler(example_lengths(split), max_tokens=max_tokens, shuffle=False)
     collate = Collate(objective, tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id)
-    return DataLoader(IndexedSplit(split), batch_sampler=sampler, collate_fn=collate)
+    return DataLoader(split, batch_sampler=sampler, collate_fn=collate)
 
 
 def prediction_lines(module, artifacts: dict[str, Any]) -> list[str]:
@@ -133,9 +128,7 @@ def predict(cfg: DictConfig, stdin: Iterable[str] | None = None) -> list[str]:
     elif cfg.get("input") is not None:
         path = Path(cfg.input)
         if not path.is_file():
-            raise FileNotFoundError(
-                f"input file {path} does not exist: pass input=<text file, one line each>"
-            )
+            raise FileNotFoundError(f"input file {path} does not exist: pass input=<text file, one line each>")
         texts = path.read_text(encoding="utf-8").splitlines()
     else:
         texts = [line.rstrip("\n") for line in (stdin if stdin is not None else sys.stdin)]
@@ -149,14 +142,12 @@ def predict(cfg: DictConfig, stdin: Iterable[str] | None = None) -> list[str]:
     outputs: list[str] = []
     for start in range(0, len(texts), cfg.batch_size):
         ids = [row[:max_len] for row in src_tok.encode(texts[start : start + cfg.batch_size])]
-        src = Collate("classification", src_tok.pad_id, 0, 0)._pad(ids)
+        src = pad_sequences(ids, src_tok.pad_id)
         with torch.inference_mode():
             if artifacts["objective"] == "classification":
                 probs, labels = module(src).float().softmax(-1).max(-1)
                 names = artifacts["label_names"]
-                outputs += [
-                    f"{names[k]}\t{p:.4f}" for k, p in zip(labels.tolist(), probs.tolist(), strict=True)
-                ]
+                outputs += [f"{names[k]}\t{p:.4f}" for k, p in zip(labels.tolist(), probs.tolist(), strict=True)]
             else:
                 outputs += module.generate(src)
     return outputs

@@ -122,9 +122,7 @@ class Seq2SeqModule(pl.LightningModule):
         self._log_generation_metrics("test")
 
     def configure_optimizers(self):
-        optimizer, scheduler = build_optimizer(
-            self.model, self.optim, self.trainer.estimated_stepping_batches
-        )
+        optimizer, scheduler = build_optimizer(self.model, self.optim, self.trainer.estimated_stepping_batches)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from transformer.config import ModelConfig
 from transformer.data import prepare_from_config
-from transformer.training.callbacks import TokenThroughput
+from transformer.training.callbacks import TokenThroughput, ValidationStep
 from transformer.training.classification import ClassificationModule
 from transformer.training.datamodule import BatchingConfig, TextDataModule
 from transformer.training.optim import OptimConfig
@@ -95,7 +95,7 @@ def build_module(cfg: DictConfig, prepared, model_config: ModelConfig) -> pl.Lig
 
 def build_trainer(cfg: DictConfig, pad_id: int) -> pl.Trainer:
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
-    callbacks.append(TokenThroughput(pad_id))
+    callbacks += [TokenThroughput(pad_id), ValidationStep()]
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values()]
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     precision = resolve_precision(cfg.precision, trainer_kwargs.get("accelerator", "cpu"))
@@ -121,9 +121,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log.info("model: %s, %.2fM parameters", type(module.model).__name__, count_parameters(module.model) / 1e6)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    metrics: dict[str, Any] = {
-        k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")
-    }
+    validated = next(c for c in trainer.callbacks if isinstance(c, ValidationStep))
+    if validated.step != trainer.global_step:  # the final weights have not been validated yet
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+    metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if checkpoint is not None else ""
     if best:
@@ -132,9 +133,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics["parameters"] = count_parameters(module.model)
     metrics["global_step"] = trainer.global_step
     if "test" in prepared.splits:
-        results = trainer.test(
-            module, datamodule=datamodule, ckpt_path="best" if best else None, verbose=False
-        )
+        results = trainer.test(module, datamodule=datamodule, ckpt_path="best" if best else None, verbose=False)
         metrics.update({k: float(v) for k, v in results[0].items()})
     if trainer.is_global_zero:
         write_json(Path(cfg.paths.output_dir) / "metrics.json", metrics)

@@ -1,0 +1,172 @@
+"""End to end on the tiny model: prepare, train, checkpoint, evaluate and predict for every task; resume;
+bad input. Runs in temporary directories."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from transformer.training.inference import CheckpointError, evaluate, load_checkpoint, predict
+from transformer.training.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = ["sentiment", "translation", "summarization"]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    """Prepared samples shared by the tests of this session (each is prepared once)."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def fast(task: str, run_dir: Path, cache: Path, *extra: str) -> list[str]:
+    return [
+        f"task={task}",
+        "model=tiny",
+        f"paths.output_dir={run_dir}",
+        f"paths.cache_dir={cache}",
+        "dataset.max_examples=200",
+        "dataset.tokenizer.vocab_size=300",
+        "trainer.max_steps=8",
+        "trainer.max_epochs=1",
+        "trainer.num_sanity_val_steps=0",
+        "trainer.log_every_n_steps=1",
+        "+trainer.limit_val_batches=2",
+        "+trainer.limit_test_batches=2",
+        "~callbacks.progress_bar",
+        "batching.max_tokens=1024",
+        "decoding.beam_size=2",
+        "decoding.max_len_a=0.5",
+        "decoding.max_len_b=4",
+        "optim.warmup_steps=4",
+        *extra,
+    ]
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_train_evaluate_predict_end_to_end(task, tmp_path, cache_dir, compose_config):
+    cfg = compose_config("train", fast(task, tmp_path / "run", cache_dir))
+    metrics = train(cfg)
+
+    run = tmp_path / "run"
+    written = json.loads((run / "metrics.json").read_text())
+    assert written["global_step"] == 8
+    monitor = cfg.task.monitor
+    assert monitor in written and math.isfinite(written[monitor])
+    assert all(math.isfinite(v) for k, v in written.items() if k.startswith(("val/", "test/")))
+    assert any(k.startswith("test/") for k in written)
+    assert metrics[monitor] == written[monitor]
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+
+    ckpt = run / "checkpoints" / "last.ckpt"
+    checkpoint = load_checkpoint(ckpt)  # weights_only: nothing pickled runs
+    assert checkpoint["transformer"]["task"] == task
+
+    eval_cfg = compose_config("evaluate", [f"ckpt={ckpt}", "split=validation", f"output_dir={tmp_path / 'eval'}"])
+    eval_metrics = evaluate(eval_cfg)
+    assert all(math.isfinite(v) for v in eval_metrics.values())
+    lines = (tmp_path / "eval" / "predictions_validation.txt").read_text().splitlines()
+    assert len(lines) == 200
+
+    text = {
+        "sentiment": "the film was not good",
+        "translation": "the dog sees the cat",
+        "summarization": "Hi all. The meeting is moved to Friday. Thanks.",
+    }[task]
+    outputs = predict(compose_config("predict", [f"ckpt={ckpt}", f"text={text!r}"]))
+    assert len(outputs) == 1
+    if task == "sentiment":
+        label, prob = outputs[0].split("\t")
+        assert label in ("negative", "positive") and 0.5 <= float(prob) <= 1.0
+
+
+def test_resume_equals_uninterrupted(tmp_path, cache_dir, compose_config):
+    """Stopped mid-epoch and resumed from last.ckpt gives the same weights as one uninterrupted run."""
+    common = ["trainer.max_epochs=2", "dataset.max_examples=300", "++trainer.limit_val_batches=1", "logger={}"]
+    full = compose_config("train", fast("sentiment", tmp_path / "full", cache_dir, *common, "trainer.max_steps=14"))
+    train(full)
+    first = compose_config("train", fast("sentiment", tmp_path / "part", cache_dir, *common, "trainer.max_steps=5"))
+    train(first)
+    resumed = compose_config(
+        "train",
+        fast(
+            "sentiment",
+            tmp_path / "part",
+            cache_dir,
+            *common,
+            "trainer.max_steps=14",
+            f"ckpt_path={tmp_path / 'part' / 'checkpoints' / 'last.ckpt'}",
+        ),
+    )
+    train(resumed)
+    a = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(tmp_path / "part" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 14
+    for name, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][name], value, rtol=0, atol=0, msg=name)
+
+
+def test_bad_checkpoints_get_one_line_errors(tmp_path, compose_config):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.ckpt")
+    truncated = tmp_path / "truncated.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1000)}}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_checkpoint(truncated)
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CheckpointError, match="not a checkpoint written by this framework"):
+        load_checkpoint(foreign)
+    with pytest.raises(ValueError, match="non-empty text"):
+        predict(compose_config("predict", [f"ckpt={foreign}", "text=' '"]))
+
+
+def run_script(script: str, *args: str, env: dict[str, str] | None = None, timeout: int = 300):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})},
+    )
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["task=poetry"], "unknown task 'poetry'; choose one of sentiment, summarization, translation"),
+        (["model=huge"], "unknown model 'huge'"),
+        (["hardware=tpu"], "unknown hardware 'tpu'"),
+        (["dataset=imdb"], "unknown dataset 'imdb'"),
+        (["optim.lr=fast", "trainer.max_steps=1"], "error: "),
+        (["optim.lr_typo=1"], "error: "),
+    ],
+)
+def test_bad_train_arguments_get_one_line_errors(args, message, tmp_path):
+    result = run_script("train.py", *args, f"paths.output_dir={tmp_path}", f"hydra.run.dir={tmp_path}")
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert message in last, result.stderr[-2000:]
+
+
+def test_checkpoint_of_another_task_and_missing_key(tmp_path, cache_dir, compose_config):
+    train(compose_config("train", fast("sentiment", tmp_path / "run", cache_dir, "logger={}")))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    with pytest.raises(CheckpointError, match="is a sentiment \\(classification\\) checkpoint"):
+        load_checkpoint(ckpt, objective="seq2seq")
+    result = run_script("evaluate.py")
+    assert result.returncode == 2 and "ckpt" in result.stderr.strip().splitlines()[-1]
+    result = run_script("predict.py", f"ckpt={tmp_path / 'nope.ckpt'}", "text=hello")
+    assert result.returncode == 2 and "does not exist" in result.stderr.strip().splitlines()[-1]
+    assert OmegaConf.load(ROOT / "configs" / "predict.yaml").ckpt == "???"
