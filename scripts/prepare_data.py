@@ -1,6 +1,6 @@
 """Tokenize, encode and cache a dataset.
 
-    python scripts/prepare_data.py task=translation dataset=multi30k_de_en paths.data_root=../shared/data
+python scripts/prepare_data.py task=translation dataset=multi30k_de_en paths.data_root=../shared/data
 """
 
 import hydra
