@@ -5,7 +5,7 @@ modelled on any corpus, so scores on it say nothing about real-world quality. Th
 evaluation and prediction run end to end without downloads, and each is built so that word order matters and a
 bag of words is not enough:
 
-- ``sentiment``: English-like movie reviews from a grammar of several hundred words. The label follows fixed
+- ``sentiment``: English-like movie reviews from a grammar of about a thousand words. The label follows fixed
   rules (see ``sentiment_label``): a negation flips the polar word it scopes; "A but B", "although A, B",
   "even though A, B" and "A. however, B" are decided by B; "A, although B" and "A even though B" by A. Neutral
   sentences and relative clauses, some with negations of their own, are distractors, and intensifiers do not
@@ -256,8 +256,9 @@ _NEUTRAL_FILLERS = {
     "building": _phrases("""a bakery, the train station, a pharmacy, the town hall, a laundromat, a museum, a bank,
     a church, a supermarket, a bookshop, the harbor, a garage, a gym, a hotel, the post office"""),
 }
-_MAX_REVIEW_CHARS = 160  # under 60 SentencePiece tokens with a 1000-piece vocabulary
-# Frames of a review's opinion: {win} carries the label, {lose} the opposite polarity, {also} the same one.
+_MAX_REVIEW_CHARS = 160  # under 60 SentencePiece tokens at 1000 pieces
+# Frames of a review's opinion: {win} carries the label, {lose} the opposite polarity, {also} the same one. A lone
+# opinion is listed three times to make it the most common frame.
 _FRAMES = (
     "{win}",
     "{win}",
@@ -756,39 +757,43 @@ def _translation_pair(rng: random.Random) -> Example:
 
 
 def _translation_sentence(rng: random.Random) -> tuple[str, str]:
+    """A main clause with an optional adverb and subordinate clause, each fronted or trailing."""
     main = _clause(rng, complement=True)
-    # A clause after a "that" complement would be ambiguous in English (which clause does it attach to?), so
-    # such sentences only take a fronted one; likewise the adverb.
+    # After a "that" complement, a trailing clause or adverb would be ambiguous in English (which clause does it
+    # belong to?), so such sentences only take fronted ones.
+    trailing = 0.0 if main.complement else 1.0
+    sub_at = _position(rng, front=0.1, back=0.3 * trailing)
+    adverb_at = _position(rng, front=0.0 if sub_at == "front" else 0.2, back=0.15 * trailing)
+    adverb_english, adverb_target = _adverb(rng) if adverb_at else ("", "")
+    sub_english, sub_target = _subordinate(rng) if sub_at else ("", "")
+    # Whatever is fronted takes the first place, and the target's finite verb comes right after it.
+    front_english = adverb_english if adverb_at == "front" else f"{sub_english}," if sub_at == "front" else ""
+    front_target = adverb_target if adverb_at == "front" else f"{sub_target}," if sub_at == "front" else ""
+    english = [front_english, main.english(), adverb_english if adverb_at == "back" else ""]
+    target = main.target(front=front_target, adverb=adverb_target if adverb_at == "back" else "")
+    if sub_at == "back":
+        english.append(sub_english)
+        target += f", {sub_target}"
+    return " ".join(part for part in english if part), target
+
+
+def _position(rng: random.Random, *, front: float, back: float) -> str:
     draw = rng.random()
-    sub_position = "front" if draw < 0.1 else "back" if draw < 0.4 and main.complement is None else ""
-    draw = rng.random()
-    adverb_position = "front" if draw < 0.2 and sub_position != "front" else ""
-    if 0.2 <= draw < 0.35 and main.complement is None:
-        adverb_position = "end"
-    if adverb_position:
-        if rng.random() < 0.2:
-            year = str(rng.randint(1950, 2023))
-            adverb = (f"in the year {year}", f"{_YEAR} {year}")
-        else:
-            word = rng.choice(_ADVERB_WORDS)
-            adverb = (word, _ADVERBS[word])
-    english = main.english()
-    if adverb_position == "end":
-        english = f"{english} {adverb[0]}"
-    front = ""
-    if adverb_position == "front":
-        english, front = f"{adverb[0]} {english}", adverb[1]
-    if sub_position:
-        conjunction = rng.choice(_CONJUNCTION_WORDS)
-        sub = _clause(rng, complement=False)
-        sub_english = f"{conjunction} {sub.english()}"
-        sub_target = f"{_CONJUNCTIONS[conjunction]} {sub.target(subordinate=True)}"
-        if sub_position == "front":
-            english, front = f"{sub_english}, {english}", sub_target + ","
-    target = main.target(front=front, adverb=adverb[1] if adverb_position == "end" else "")
-    if sub_position == "back":
-        english, target = f"{english} {sub_english}", f"{target}, {sub_target}"
-    return english, target
+    return "front" if draw < front else "back" if draw < front + back else ""
+
+
+def _adverb(rng: random.Random) -> tuple[str, str]:
+    if rng.random() < 0.2:
+        year = str(rng.randint(1950, 2023))
+        return f"in the year {year}", f"{_YEAR} {year}"
+    word = rng.choice(_ADVERB_WORDS)
+    return word, _ADVERBS[word]
+
+
+def _subordinate(rng: random.Random) -> tuple[str, str]:
+    conjunction = rng.choice(_CONJUNCTION_WORDS)
+    clause = _clause(rng, complement=False)
+    return f"{conjunction} {clause.english()}", f"{_CONJUNCTIONS[conjunction]} {clause.target(subordinate=True)}"
 
 
 # ---------------------------------------------------------------------------------------------------------------
