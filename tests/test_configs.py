@@ -31,7 +31,11 @@ SWEEP = [
 
 @pytest.mark.parametrize("group,name", SWEEP, ids=[f"{g}={n}" for g, n in SWEEP])
 def test_every_option_composes_and_instantiates(group, name, compose_config, tmp_path):
-    cfg = compose_config("train", [f"{group}={name}", f"paths.output_dir={tmp_path}"])
+    overrides = [f"{group}={name}", f"paths.output_dir={tmp_path}"]
+    if group == "dataset":  # pair each dataset with a task of its objective
+        objective = compose_config("train", overrides).dataset.objective
+        overrides.append("task=translation" if objective == "seq2seq" else "task=sentiment")
+    cfg = compose_config("train", overrides)
     OmegaConf.resolve(cfg)
     model = ModelConfig.from_dict({**OmegaConf.to_container(cfg.model), "vocab_size": 1000})
     assert model.d_model % model.n_heads == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -48,3 +49,19 @@ class ValidationStep(pl.Callback):
     def on_validation_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
             self.step = trainer.global_step
+
+
+class RandomState(pl.Callback):
+    """Saves the torch random generators in checkpoints and restores them on resume, so that dropout after a
+    resume draws the same masks as the uninterrupted run (Lightning restores the data order, not the RNG)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        torch.set_rng_state(state_dict["cpu"])
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])

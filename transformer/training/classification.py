@@ -12,7 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from transformer.config import ModelConfig
 from transformer.model import EncoderClassifier
-from transformer.training.optim import OptimConfig, build_optimizer
+from transformer.training.optim import OptimConfig, build_optimizer, total_training_steps
 
 
 class ClassificationModule(pl.LightningModule):
@@ -59,7 +59,7 @@ class ClassificationModule(pl.LightningModule):
         self._evaluate(batch, "test", self.test_metrics)
 
     def configure_optimizers(self):
-        optimizer, scheduler = build_optimizer(self.model, self.optim, self.trainer.estimated_stepping_batches)
+        optimizer, scheduler = build_optimizer(self.model, self.optim, total_training_steps(self.trainer))
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -53,6 +53,11 @@ class ResumableBatches(torch.utils.data.Sampler[list[int]]):
         self.batches = batches
         self.epoch, self._resume_epoch, self._skip = 0, -1, 0
 
+    @property
+    def sampler(self) -> ResumableBatches:
+        # Lightning calls set_epoch on `loader.batch_sampler.sampler`, not on the batch sampler itself
+        return self
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
         self.batches.set_epoch(epoch)
@@ -78,24 +83,22 @@ class ResumableBatches(torch.utils.data.Sampler[list[int]]):
 class ResumableDataLoader(DataLoader):
     """A DataLoader whose position inside the epoch is saved in checkpoints and restored on resume.
 
-    Lightning stores `state_dict()` of loaders that have one. It fetches one batch ahead, so the number of
-    batches training consumed is the number yielded minus the one held back, unless the epoch ran out.
+    Lightning stores `state_dict()` of loaders that have one. It does not fetch ahead from loaders with a
+    length, so the batches yielded so far are the batches training consumed.
     """
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._yielded, self._exhausted = 0, False
+        self._yielded = 0
 
     def __iter__(self):
-        self._yielded, self._exhausted = self.batch_sampler.skipped(), False
+        self._yielded = self.batch_sampler.skipped()
         for batch in super().__iter__():
             self._yielded += 1
             yield batch
-        self._exhausted = True
 
     def state_dict(self) -> dict[str, int]:
-        consumed = self._yielded if self._exhausted else max(0, self._yielded - 1)
-        return {"epoch": self.batch_sampler.epoch, "consumed": consumed}
+        return {"epoch": self.batch_sampler.epoch, "consumed": self._yielded}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.batch_sampler.resume(state["epoch"], state["consumed"])
@@ -133,7 +136,15 @@ class TextDataModule(pl.LightningDataModule):
             collate_fn=self.collate,
             num_workers=b.num_workers,
             persistent_workers=b.num_workers > 0,
+            # its own generator: creating an iterator must not draw from the global RNG that dropout uses,
+            # or a resumed run (which creates one more iterator) would diverge from the uninterrupted one
+            generator=torch.Generator().manual_seed(self.seed),
         )
+
+    def train_batches_per_epoch(self) -> int:
+        """Batches per epoch and rank, without building a loader (so Lightning's loader is built after a resume
+        restored its state)."""
+        return len(self._loader("train", train=True).batch_sampler)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

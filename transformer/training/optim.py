@@ -61,3 +61,18 @@ def build_optimizer(model: nn.Module, config: OptimConfig, total_steps: int):
     optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_multiplier(step, config, total_steps))
     return optimizer, {"scheduler": scheduler, "interval": "step"}
+
+
+def total_training_steps(trainer) -> int:
+    """Optimizer steps of the whole run, from max_steps or from the datamodule's batches per epoch.
+
+    Lightning's `trainer.estimated_stepping_batches` would build the train loader before a resumed run restores
+    its position in the epoch, so the data order after resuming would be wrong.
+    """
+    if trainer.max_steps and trainer.max_steps > 0:
+        return trainer.max_steps
+    batches = trainer.datamodule.train_batches_per_epoch()
+    if trainer.limit_train_batches is not None and trainer.limit_train_batches != 1.0:
+        limit = trainer.limit_train_batches
+        batches = int(limit) if isinstance(limit, int) else int(batches * limit)
+    return max(1, math.ceil(batches / trainer.accumulate_grad_batches) * max(1, trainer.max_epochs or 1))

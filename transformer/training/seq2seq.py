@@ -15,7 +15,7 @@ from transformer.config import ModelConfig
 from transformer.decoding import beam_search, greedy_search
 from transformer.model import EncoderDecoder
 from transformer.training.metrics import generation_metrics
-from transformer.training.optim import OptimConfig, build_optimizer
+from transformer.training.optim import OptimConfig, build_optimizer, total_training_steps
 
 
 @dataclass
@@ -122,7 +122,7 @@ class Seq2SeqModule(pl.LightningModule):
         self._log_generation_metrics("test")
 
     def configure_optimizers(self):
-        optimizer, scheduler = build_optimizer(self.model, self.optim, self.trainer.estimated_stepping_batches)
+        optimizer, scheduler = build_optimizer(self.model, self.optim, total_training_steps(self.trainer))
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

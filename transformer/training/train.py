@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from transformer.config import ModelConfig
 from transformer.data import prepare_from_config
-from transformer.training.callbacks import TokenThroughput, ValidationStep
+from transformer.training.callbacks import RandomState, TokenThroughput, ValidationStep
 from transformer.training.classification import ClassificationModule
 from transformer.training.datamodule import BatchingConfig, TextDataModule
 from transformer.training.optim import OptimConfig
@@ -95,7 +95,7 @@ def build_module(cfg: DictConfig, prepared, model_config: ModelConfig) -> pl.Lig
 
 def build_trainer(cfg: DictConfig, pad_id: int) -> pl.Trainer:
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
-    callbacks += [TokenThroughput(pad_id), ValidationStep()]
+    callbacks += [TokenThroughput(pad_id), ValidationStep(), RandomState()]
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values()]
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     precision = resolve_precision(cfg.precision, trainer_kwargs.get("accelerator", "cpu"))
@@ -129,7 +129,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     best = checkpoint.best_model_path if checkpoint is not None else ""
     if best:
         metrics["best_checkpoint"] = best
-        metrics["best_score"] = float(checkpoint.best_model_score)
+        if checkpoint.best_model_score is not None:
+            metrics["best_score"] = float(checkpoint.best_model_score)
     metrics["parameters"] = count_parameters(module.model)
     metrics["global_step"] = trainer.global_step
     if "test" in prepared.splits:
