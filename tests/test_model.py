@@ -104,9 +104,7 @@ def test_beam_one_equals_greedy_and_beams_score_higher():
     src, _ = random_batch([6, 3, 5, 1, 8], seed=3)
     greedy = greedy_search(model, src, BOS, EOS, max_len_a=1.0, max_len_b=4)
     assert beam_search(model, src, BOS, EOS, beam_size=1, max_len_a=1.0, max_len_b=4) == greedy
-    nbest = beam_search(
-        model, src, BOS, EOS, beam_size=4, length_penalty=0.0, nbest=4, max_len_a=1.0, max_len_b=4
-    )
+    nbest = beam_search(model, src, BOS, EOS, beam_size=4, length_penalty=0.0, nbest=4, max_len_a=1.0, max_len_b=4)
     for i, hyps in enumerate(nbest):
         assert len(hyps) == 4 and len({tuple(h) for h in hyps}) == 4
         # the best beam is at least as likely as the greedy hypothesis (length_penalty 0: raw log-prob)

@@ -169,3 +169,35 @@ def test_checkpoint_of_another_task_and_missing_key(tmp_path, cache_dir, compose
     result = run_script("predict.py", f"ckpt={tmp_path / 'nope.ckpt'}", "text=hello")
     assert result.returncode == 2 and "does not exist" in result.stderr.strip().splitlines()[-1]
     assert OmegaConf.load(ROOT / "configs" / "predict.yaml").ckpt == "???"
+
+
+def test_ddp_cpu_trains_two_processes_and_checkpoints(tmp_path, cache_dir):
+    """hardware=ddp_cpu: two gloo processes share the run directory; only rank 0 writes metrics.json."""
+    run = tmp_path / "run"
+    args = fast("sentiment", run, cache_dir, "hardware=ddp_cpu", "logger=csv", "trainer.max_steps=4")
+    result = run_script("train.py", *args, f"hydra.run.dir={run}", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["global_step"] == 4
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # rank 1 joined rank 0's run directory
+
+
+def test_short_sentiment_run_learns(tmp_path, cache_dir, compose_config):
+    """A short run of the small model on the offline sample is well above chance (50%)."""
+    cfg = compose_config(
+        "train",
+        [
+            "task=sentiment",
+            f"paths.output_dir={tmp_path}",
+            f"paths.cache_dir={cache_dir}",
+            "dataset.max_examples=6000",
+            "trainer.max_epochs=2",
+            "trainer.num_sanity_val_steps=0",
+            "~callbacks.progress_bar",
+            "logger={}",
+            "optim.warmup_steps=100",
+        ],
+    )
+    metrics = train(cfg)
+    assert metrics["val/acc"] > 0.75, metrics

@@ -121,9 +121,7 @@ class MultiHeadAttention(nn.Module):
         dropout_p = self.dropout if self.training else 0.0
 
         if self.backend == "sdpa" and not need_weights:
-            out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal
-            )
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal)
             weights = None
         else:
             out, weights = explicit_attention(q, k, v, mask, causal, dropout_p)
@@ -141,9 +139,7 @@ def explicit_attention(
     T, S = q.size(-2), k.size(-2)
     scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, H, T, S)
     if causal:
-        scores = scores.masked_fill(
-            ~torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T), -math.inf
-        )
+        scores = scores.masked_fill(~torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T), -math.inf)
     if mask is not None:
         scores = scores.masked_fill(~mask, -math.inf)
     weights = torch.softmax(scores.float(), dim=-1).to(q.dtype)

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import hydra
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
@@ -29,8 +31,23 @@ def check_group_choices(argv: list[str], config_dir: str = CONFIG_DIR) -> None:
             )
 
 
+def check_overrides(argv: list[str], config_name: str) -> None:
+    """Compose once up front so that a bad override ends in one line instead of Hydra's multi-line report."""
+    overrides = [a for a in argv if not a.startswith(("-", "hydra.", "hydra/", "+hydra", "~hydra"))]
+    try:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            compose(config_name=config_name, overrides=overrides)
+    except Exception as error:  # noqa: BLE001 - any composition failure is the user's input
+        lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+        raise SystemExit(f"error: {' '.join(lines[:2]) or type(error).__name__}") from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
 def run_cli(function: Callable[[DictConfig], object], config_name: str) -> None:
     check_group_choices(sys.argv[1:])
+    check_overrides(sys.argv[1:], config_name)
 
     @hydra.main(config_path=CONFIG_DIR, config_name=config_name, version_base="1.3")
     def main(cfg: DictConfig) -> None:

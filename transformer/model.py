@@ -39,9 +39,7 @@ class Embedding(nn.Module):
             nn.init.normal_(self.positions.weight, std=config.d_model**-0.5)
         else:
             self.positions = None
-            self.register_buffer(
-                "table", sinusoidal_table(config.max_positions, config.d_model), persistent=False
-            )
+            self.register_buffer("table", sinusoidal_table(config.max_positions, config.d_model), persistent=False)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, ids: Tensor, offset: int = 0) -> Tensor:

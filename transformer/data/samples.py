@@ -27,10 +27,11 @@ import os
 import random
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
+from typing import TypeVar
 
 SAMPLE_KINDS = ("sentiment", "translation", "summarization")
 SPLITS = ("train", "validation", "test")
@@ -43,6 +44,7 @@ SPLIT_SIZES: dict[str, tuple[int, int, int]] = {
 }
 
 Example = dict[str, str]
+T = TypeVar("T")
 
 
 def generate_sample(kind: str, out_dir: Path, seed: int = 0) -> dict[str, Path]:
@@ -258,8 +260,9 @@ _NEUTRAL_FILLERS = {
 }
 _MAX_REVIEW_CHARS = 160  # under 60 SentencePiece tokens at 1000 pieces
 # Frames of a review's opinion: {win} carries the label, {lose} the opposite polarity, {also} the same one. A lone
-# opinion is listed three times to make it the most common frame.
+# opinion is listed four times to make it the most common frame.
 _FRAMES = (
+    "{win}",
     "{win}",
     "{win}",
     "{win}",
@@ -339,15 +342,23 @@ def _review(rng: random.Random) -> Example:
 
 def _opinion(rng: random.Random, positive: bool) -> str:
     """A clause of the given polarity: a polar word, of the opposite polarity when a negation scopes it."""
-    negated = rng.random() < 0.4
+    negated = rng.random() < 0.35
     word_positive = positive != negated
     kind = rng.random()
     if kind < 0.25:
-        return _liking_clause(rng, rng.choice(_POSITIVE_VERBS if word_positive else _NEGATIVE_VERBS), negated)
-    adjective = rng.choice(_POSITIVE_ADJECTIVES if word_positive else _NEGATIVE_ADJECTIVES)
+        return _liking_clause(rng, _common(rng, _POSITIVE_VERBS if word_positive else _NEGATIVE_VERBS), negated)
+    adjective = _common(rng, _POSITIVE_ADJECTIVES if word_positive else _NEGATIVE_ADJECTIVES)
     if kind < 0.4:
         return _verdict_clause(rng, adjective, negated)
     return _copular_clause(rng, adjective, negated)
+
+
+def _common(rng: random.Random, words: Sequence[T]) -> T:
+    """A word drawn with a long tail, as in natural text: the first tenth of the list gets about 40% of draws.
+
+    Frequent polar words let a small model pick up polarity within its first epoch; the tail keeps the bag of
+    words large."""
+    return words[int(len(words) * rng.random() ** 2.5)]
 
 
 def _copular_clause(rng: random.Random, adjective: str, negated: bool) -> str:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+import types
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import pytorch_lightning as pl
 import torch
@@ -50,10 +51,37 @@ def typed(cls, node: Any, name: str):
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"unknown key(s) {unknown} in `{name}`; valid keys are {sorted(known)}")
-    try:
-        return cls(**values)
-    except TypeError as error:
-        raise ValueError(f"bad value in `{name}`: {error}") from None
+    hints = get_type_hints(cls)
+    for key, value in values.items():
+        if not _matches(value, hints[key]):
+            raise ValueError(f"`{name}.{key}` must be {_describe(hints[key])}, got {value!r}")
+    return cls(**values)
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether a config value fits a simple type hint; containers are left to the dataclass's own checks."""
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, arg) for arg in get_args(hint))
+    if origin is Literal:
+        return value in get_args(hint)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint in (bool, str):
+        return isinstance(value, hint)
+    return True
+
+
+def _describe(hint: Any) -> str:
+    if get_origin(hint) in (Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in get_args(hint))
+    if get_origin(hint) is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(hint))
+    return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
 
 
 def build_model_config(cfg: DictConfig, prepared) -> ModelConfig:
@@ -111,11 +139,13 @@ def build_trainer(cfg: DictConfig, pad_id: int) -> pl.Trainer:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train as configured; returns the metrics also written to <output_dir>/metrics.json."""
+    batching = typed(BatchingConfig, cfg.batching, "batching")  # check the cheap configs before preparing data
+    typed(OptimConfig, cfg.optim, "optim")
+    typed(DecodingConfig, cfg.decoding, "decoding")
     pl.seed_everything(cfg.seed, workers=True)
     prepared = prepare_from_config(cfg)
     model_config = build_model_config(cfg, prepared)
     module = build_module(cfg, prepared, model_config)
-    batching = typed(BatchingConfig, cfg.batching, "batching")
     datamodule = TextDataModule(prepared, cfg.task.objective, batching, cfg.seed)
     trainer = build_trainer(cfg, model_config.pad_id)
     log.info("model: %s, %.2fM parameters", type(module.model).__name__, count_parameters(module.model) / 1e6)
