@@ -1,18 +1,6 @@
-"""Tokenize, encode and cache a dataset.
+"""python scripts/prepare_data.py task=<task> [dataset=<name>]: see configs/prepare_data.yaml."""
 
-python scripts/prepare_data.py task=translation dataset=multi30k_de_en paths.data_root=../shared/data
-"""
-
-import hydra
-from omegaconf import DictConfig
-
-from transformer.data.prepare import prepare_from_config
-
-
-@hydra.main(config_path="../configs", config_name="prepare_data", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    prepare_from_config(cfg)
-
+from transformer.cli import prepare_main
 
 if __name__ == "__main__":
-    main()
+    prepare_main()

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 import types
+from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import pytorch_lightning as pl
