@@ -260,12 +260,9 @@ _NEUTRAL_FILLERS = {
 }
 _MAX_REVIEW_CHARS = 160  # under 60 SentencePiece tokens at 1000 pieces
 # Frames of a review's opinion: {win} carries the label, {lose} the opposite polarity, {also} the same one. A lone
-# opinion is listed four times to make it the most common frame.
+# opinion makes almost half the reviews, so that a model picks up polarity and negation early.
 _FRAMES = (
-    "{win}",
-    "{win}",
-    "{win}",
-    "{win}",
+    *["{win}"] * 6,
     "{lose} but {win}",
     "although {lose}, {win}",
     "{win}, although {lose}",
@@ -342,7 +339,7 @@ def _review(rng: random.Random) -> Example:
 
 def _opinion(rng: random.Random, positive: bool) -> str:
     """A clause of the given polarity: a polar word, of the opposite polarity when a negation scopes it."""
-    negated = rng.random() < 0.35
+    negated = rng.random() < 0.3
     word_positive = positive != negated
     kind = rng.random()
     if kind < 0.25:
