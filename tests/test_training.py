@@ -164,6 +164,9 @@ def test_checkpoint_of_another_task_and_missing_key(tmp_path, cache_dir, compose
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     with pytest.raises(CheckpointError, match="is a sentiment \\(classification\\) checkpoint"):
         load_checkpoint(ckpt, objective="seq2seq")
+    wrong = compose_config("evaluate", [f"ckpt={ckpt}", "dataset=translation_sample"])
+    with pytest.raises(CheckpointError, match="but dataset 'translation_sample' is seq2seq"):
+        evaluate(wrong)
     result = run_script("evaluate.py")
     assert result.returncode == 2 and "ckpt" in result.stderr.strip().splitlines()[-1]
     result = run_script("predict.py", f"ckpt={tmp_path / 'nope.ckpt'}", "text=hello")

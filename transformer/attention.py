@@ -98,7 +98,8 @@ class MultiHeadAttention(nn.Module):
             q = F.linear(query, W[:D], None if b is None else b[:D])
             k, v = F.linear(memory, W[D:], None if b is None else b[D:]).split(D, dim=-1)
             k, v = self._heads(k), self._heads(v)
-            if cache is not None:
+            if cache is not None:  # contiguous once: strided K/V slow down every later decoding step
+                k, v = k.contiguous(), v.contiguous()
                 cache.k, cache.v, cache.static = k, v, True
         q = self._heads(q)  # (B, H, T, Dh)
 
@@ -120,7 +121,9 @@ class MultiHeadAttention(nn.Module):
             causal = False
         dropout_p = self.dropout if self.training else 0.0
 
-        if self.backend == "sdpa" and not need_weights:
+        # One query per call (a decoding step): the CPU SDPA kernel is slower here than matmul + softmax.
+        single_step = cache is not None and T == 1 and q.device.type == "cpu"
+        if self.backend == "sdpa" and not need_weights and not single_step:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal)
             weights = None
         else:

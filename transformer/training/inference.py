@@ -85,6 +85,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     dataset = DatasetConfig.from_dict(
         OmegaConf.to_container(dataset_node) if isinstance(dataset_node, DictConfig) else dict(dataset_node)
     )
+    if dataset.objective != artifacts["objective"]:
+        raise CheckpointError(
+            f"{cfg.ckpt} is a {artifacts['task']} ({artifacts['objective']}) checkpoint, but dataset "
+            f"{dataset.name!r} is {dataset.objective}: pass a matching dataset= or checkpoint"
+        )
     src_tok, tgt_tok = tokenizers(artifacts)
     split = encode_split(dataset, cfg.paths.data_root, cfg.split, src_tok, tgt_tok, artifacts["label_names"])
     loader = evaluation_loader(split, artifacts["objective"], tgt_tok, cfg.batching.eval_max_tokens)
