@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from transformer.training.averaging import average_checkpoints, epoch_checkpoints
 from transformer.training.inference import CheckpointError, evaluate, load_checkpoint, predict
 from transformer.training.train import train
 
@@ -202,3 +203,48 @@ def test_short_sentiment_run_learns(tmp_path, cache_dir, compose_config):
     )
     metrics = train(cfg)
     assert metrics["val/acc"] > 0.65, metrics
+
+
+def test_train_averages_the_last_epochs(tmp_path, cache_dir, compose_config):
+    run = tmp_path / "run"
+    overrides = fast(
+        "translation",
+        run,
+        cache_dir,
+        "callbacks=averaging",
+        "callbacks.average_last_epochs.last_k=2",
+        "trainer.max_steps=-1",
+        "trainer.max_epochs=3",
+        "dataset.max_examples=120",
+    )
+    metrics = train(compose_config("train", overrides))
+
+    epochs = epoch_checkpoints(run / "checkpoints" / "epochs")
+    assert [p.name for p in epochs] == ["epoch001.ckpt", "epoch002.ckpt"]  # only the last 2 are kept
+    averaged = load_checkpoint(run / "checkpoints" / "averaged.ckpt")
+    assert metrics["averaged_checkpoint"] == str(run / "checkpoints" / "averaged.ckpt")
+    first, second = (load_checkpoint(p)["state_dict"] for p in epochs)
+    assert any(not torch.equal(first[k], second[k]) for k in first)
+    for name, value in averaged["state_dict"].items():
+        torch.testing.assert_close(value, (first[name] + second[name]) / 2, msg=name)
+
+    # The test metrics of train() are those of the averaged weights: evaluate.py reproduces them from the file.
+    split_metrics = evaluate(
+        compose_config("evaluate", [f"ckpt={run / 'checkpoints' / 'averaged.ckpt'}", f"output_dir={tmp_path / 'eval'}"])
+    )
+    written = json.loads((run / "metrics.json").read_text())
+    assert split_metrics["test/bleu"] == pytest.approx(written["test/bleu"], abs=1e-6)
+
+
+def test_average_checkpoints_rejects_other_models(tmp_path, cache_dir, compose_config):
+    for name, size in (("a", "tiny"), ("b", "small")):
+        train(compose_config("train", fast("sentiment", tmp_path / name, cache_dir, f"model={size}", "logger={}")))
+    paths = [tmp_path / name / "checkpoints" / "last.ckpt" for name in "ab"]
+    with pytest.raises(ValueError, match="other parameters"):
+        average_checkpoints(paths)
+    with pytest.raises(ValueError, match="at least one"):
+        average_checkpoints([])
+    single = average_checkpoints(paths[:1])
+    assert "optimizer_states" not in single
+    for name, value in load_checkpoint(paths[0])["state_dict"].items():
+        assert torch.equal(single["state_dict"][name], value)

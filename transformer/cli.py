@@ -73,6 +73,12 @@ def prepare_main() -> None:
     run_cli(prepare_from_config, "prepare_data")
 
 
+def lead_baseline_main() -> None:
+    from transformer.baselines import lead_baseline
+
+    run_cli(lead_baseline, "lead_baseline")
+
+
 def train_main() -> None:
     from transformer.training.train import train
 

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from transformer.attention import AttentionCache, MultiHeadAttention
 from transformer.config import ModelConfig
+from transformer.dropout import Dropout
 
 
 def sinusoidal_table(length: int, d_model: int) -> Tensor:
@@ -40,7 +41,7 @@ class Embedding(nn.Module):
         else:
             self.positions = None
             self.register_buffer("table", sinusoidal_table(config.max_positions, config.d_model), persistent=False)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def forward(self, ids: Tensor, offset: int = 0) -> Tensor:
         """ids: (B, L) token ids; offset: index of the first position (incremental decoding)."""
@@ -65,7 +66,7 @@ class FeedForward(nn.Module):
         self.fc1 = nn.Linear(config.d_model, config.d_ff)
         self.fc2 = nn.Linear(config.d_ff, config.d_model)
         self.activation = F.gelu if config.activation == "gelu" else F.relu
-        self.dropout = nn.Dropout(config.activation_dropout)
+        self.dropout = Dropout(config.activation_dropout)
         for fc in (self.fc1, self.fc2):
             nn.init.xavier_uniform_(fc.weight)
             nn.init.zeros_(fc.bias)
@@ -83,7 +84,7 @@ class Residual(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.norm_first = config.norm_first
 
     def forward(self, x: Tensor, sublayer) -> tuple[Tensor, Tensor | None]:
@@ -209,7 +210,7 @@ class EncoderClassifier(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = Encoder(config, token_embedding(config.vocab_size, config))
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.head = nn.Linear(config.d_model, config.num_classes)
 
     def forward(self, src: Tensor) -> Tensor:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import types
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
@@ -16,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from transformer.config import ModelConfig
 from transformer.data import prepare_from_config
+from transformer.training.averaging import AverageLastEpochs
 from transformer.training.callbacks import RandomState, TokenThroughput, ValidationStep
 from transformer.training.classification import ClassificationModule
 from transformer.training.datamodule import BatchingConfig, TextDataModule
@@ -121,9 +123,9 @@ def build_module(cfg: DictConfig, prepared, model_config: ModelConfig) -> pl.Lig
     raise ValueError(f"task.objective={objective!r} is not one of ('classification', 'seq2seq')")
 
 
-def build_trainer(cfg: DictConfig, pad_id: int) -> pl.Trainer:
+def build_trainer(cfg: DictConfig, pad_id: int, extra_callbacks: Sequence[pl.Callback] = ()) -> pl.Trainer:
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
-    callbacks += [TokenThroughput(pad_id), ValidationStep(), RandomState()]
+    callbacks += [TokenThroughput(pad_id), ValidationStep(), RandomState(), *extra_callbacks]
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values()]
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     precision = resolve_precision(cfg.precision, trainer_kwargs.get("accelerator", "cpu"))
@@ -137,8 +139,11 @@ def build_trainer(cfg: DictConfig, pad_id: int) -> pl.Trainer:
     )
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train as configured; returns the metrics also written to <output_dir>/metrics.json."""
+def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, Any]:
+    """Train as configured; returns the metrics also written to <output_dir>/metrics.json.
+
+    `callbacks` are added to those of the config (for programs that drive training, such as benchmarks).
+    """
     batching = typed(BatchingConfig, cfg.batching, "batching")  # check the cheap configs before preparing data
     typed(OptimConfig, cfg.optim, "optim")
     typed(DecodingConfig, cfg.decoding, "decoding")
@@ -147,12 +152,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     model_config = build_model_config(cfg, prepared)
     module = build_module(cfg, prepared, model_config)
     datamodule = TextDataModule(prepared, cfg.task.objective, batching, cfg.seed)
-    trainer = build_trainer(cfg, model_config.pad_id)
+    trainer = build_trainer(cfg, model_config.pad_id, callbacks)
     log.info("model: %s, %.2fM parameters", type(module.model).__name__, count_parameters(module.model) / 1e6)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    averager = next((c for c in trainer.callbacks if isinstance(c, AverageLastEpochs)), None)
+    averaged = averager.averaged_path if averager is not None else None  # the module now holds these weights
     validated = next(c for c in trainer.callbacks if isinstance(c, ValidationStep))
-    if validated.step != trainer.global_step:  # the final weights have not been validated yet
+    if averaged or validated.step != trainer.global_step:  # the final weights have not been validated yet
         trainer.validate(module, datamodule=datamodule, verbose=False)
     metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     checkpoint = trainer.checkpoint_callback
@@ -161,10 +168,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics["best_checkpoint"] = best
         if checkpoint.best_model_score is not None:
             metrics["best_score"] = float(checkpoint.best_model_score)
+    if averaged:
+        metrics["averaged_checkpoint"] = str(averaged)
     metrics["parameters"] = count_parameters(module.model)
     metrics["global_step"] = trainer.global_step
     if "test" in prepared.splits:
-        results = trainer.test(module, datamodule=datamodule, ckpt_path="best" if best else None, verbose=False)
+        tested = str(averaged) if averaged else ("best" if best else None)  # val/* above belong to the same weights
+        results = trainer.test(module, datamodule=datamodule, ckpt_path=tested, verbose=False)
         for result in results:
             metrics.update({k: float(v) for k, v in result.items()})
     if trainer.is_global_zero:
