@@ -10,7 +10,7 @@ the other, so they never share the cores.
   - ours: `scripts/train.py experiment=sst2` (token-budget, length-bucketed batches, bf16 on CPUs that have it),
     validating 4 times an epoch; it stops at the first validation at or above the target.
   - HF: what the HF text-classification example does for a model trained from scratch: a WordPiece tokenizer
-    trained on the train split (same vocabulary size), `padding="max_length"` (the example's default
+    trained on the train split (the recipe's vocabulary size), `padding="max_length"` (the example's default
     `pad_to_max_length=True`, max_seq_length 128), `BertForSequenceClassification` with our recipe's dimensions,
     and `Trainer` with batch 32, the recipe's peak learning rate, epochs and warmup share, its default linear
     schedule, bf16 where ours uses it, and evaluation 4 times an epoch; it stops at the target too.
@@ -80,7 +80,11 @@ def run_ours(args: argparse.Namespace, out: Path) -> dict:
     result["total_seconds"] = time.perf_counter() - start
     recipe = OmegaConf.to_container(cfg, resolve=True)
     result["recipe"] = {k: recipe[k] for k in ("model", "optim", "batching")}
-    result["recipe"].update(epochs=cfg.trainer.max_epochs, precision=resolve_precision(cfg.precision, "cpu"))
+    result["recipe"].update(
+        epochs=cfg.trainer.max_epochs,
+        precision=resolve_precision(cfg.precision, "cpu"),
+        vocab_size=cfg.dataset.tokenizer.vocab_size,
+    )
     return result
 
 
@@ -108,7 +112,7 @@ def run_hf(args: argparse.Namespace, out: Path, recipe: dict, budget_seconds: fl
 
     model_cfg, optim = recipe["model"], recipe["optim"]
     wordpiece = BertWordPieceTokenizer(lowercase=True)
-    wordpiece.train_from_iterator(train_text, vocab_size=args.vocab_size, show_progress=False)
+    wordpiece.train_from_iterator(train_text, vocab_size=recipe["vocab_size"], show_progress=False)
     wordpiece.save_model(str(out))
     tokenizer = BertTokenizerFast(vocab_file=str(out / "vocab.txt"), do_lower_case=True)
 
@@ -161,7 +165,7 @@ def run_hf(args: argparse.Namespace, out: Path, recipe: dict, budget_seconds: fl
         learning_rate=optim["lr"],
         weight_decay=optim["weight_decay"],
         adam_beta2=optim["betas"][1],
-        warmup_ratio=warmup_ratio,
+        warmup_steps=round(warmup_ratio * steps_per_epoch * epochs),  # the recipe's warmup share of the run
         num_train_epochs=epochs,
         eval_strategy="steps",
         eval_steps=max(1, steps_per_epoch // EVALS_PER_EPOCH),
@@ -206,7 +210,6 @@ def main() -> None:
     parser.add_argument("--hf-budget-ratio", type=float, default=3.0, help="HF's time cap, in multiples of ours")
     parser.add_argument("--hf-batch-size", type=int, default=32)
     parser.add_argument("--hf-epochs", type=float, default=None, help="default: the recipe's epochs")
-    parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--work-dir", default=None, help="default: a temporary directory")
     parser.add_argument("--ours-overrides", nargs="*", default=[], help="extra Hydra overrides for our run")
