@@ -1,6 +1,7 @@
 """Forward+backward training throughput of our models, fp32 against bf16 autocast, in one run.
 
     python benchmarks/model_throughput.py --size small --length 128 --batch 32
+    python benchmarks/model_throughput.py --ablation --length 16 --batch 128   # the two CPU speed-ups
 
 Tokens/second counts target tokens for the encoder-decoder (as fairseq's wps does) and input tokens for the
 classifier. Each figure is the median over timed steps after warm-up steps; ratios are computed in-process.
@@ -53,12 +54,21 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--ablation",
+        action="store_true",
+        help="encoder-decoder, bf16, dropout 0.3 (attention 0.1): fused SDPA vs explicit attention, "
+        "F.dropout vs the byte-mask dropout, on Multi30k-like shapes",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    config = ModelConfig.named(args.size, vocab_size=args.vocab)
     B, L = args.batch, args.length
+    if args.ablation:
+        ablation(args)
+        return
+    config = ModelConfig.named(args.size, vocab_size=args.vocab)
     ids = torch.randint(4, args.vocab, (B, L))
     cases = [
         ("encoder-decoder", EncoderDecoder(config), (ids, ids.roll(1, 1)), seq2seq_loss),
@@ -76,3 +86,25 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def ablation(args) -> None:
+    """bf16 training tok/s of the encoder-decoder with dropout on, for each combination of the CPU paths."""
+    import transformer.dropout
+
+    B, L = args.batch, args.length
+    src, tgt = torch.randint(4, args.vocab, (B, L + 1)), torch.randint(4, args.vocab, (B, L))
+    print(f"encoder-decoder size={args.size} vocab={args.vocab} batch={B} length={L} bf16, dropout 0.3/0.1")
+    print(f"{'attention':<10} {'dropout':<10} {'tok/s':>8} {'vs first':>8}")
+    first = None
+    for backend, fast in (("sdpa", False), ("sdpa", True), ("explicit", False), ("explicit", True)):
+        torch.manual_seed(0)
+        config = ModelConfig.named(
+            args.size, vocab_size=args.vocab, backend=backend, dropout=0.3, attention_dropout=0.1
+        )
+        transformer.dropout.FAST_CPU = fast
+        model = EncoderDecoder(config).train()
+        speed = B * L / step_time(model, (src, tgt), seq2seq_loss, torch.bfloat16, args.steps, args.warmup)
+        first = first or speed
+        print(f"{backend:<10} {'byte mask' if fast else 'F.dropout':<10} {speed:>8,.0f} {speed / first:>7.2f}x")
+    transformer.dropout.FAST_CPU = True

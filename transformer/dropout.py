@@ -14,12 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+FAST_CPU = True  # False: F.dropout everywhere (benchmarks/model_throughput.py --ablation compares the two)
+
 
 def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     if not training or p == 0.0:
         return x
     threshold = round(p * 256)
-    if x.device.type != "cpu" or not 0 < threshold < 256:
+    if x.device.type != "cpu" or not FAST_CPU or not 0 < threshold < 256:
         return F.dropout(x, p, training)
     words = torch.empty((x.numel() + 7) // 8, dtype=torch.int64).random_(-(2**63), 2**63 - 1)
     keep = words.view(torch.uint8)[: x.numel()].view(x.shape) >= threshold
