@@ -95,10 +95,11 @@ def run_hf(args: argparse.Namespace, out: Path, recipe: dict, budget_seconds: fl
     import torch
     from datasets import Dataset
     from tokenizers import BertWordPieceTokenizer
+    from tokenizers.processors import BertProcessing
     from transformers import (
         BertConfig,
         BertForSequenceClassification,
-        BertTokenizerFast,
+        PreTrainedTokenizerFast,
         Trainer,
         TrainerCallback,
         TrainingArguments,
@@ -113,8 +114,15 @@ def run_hf(args: argparse.Namespace, out: Path, recipe: dict, budget_seconds: fl
     model_cfg, optim = recipe["model"], recipe["optim"]
     wordpiece = BertWordPieceTokenizer(lowercase=True)
     wordpiece.train_from_iterator(train_text, vocab_size=recipe["vocab_size"], show_progress=False)
-    wordpiece.save_model(str(out))
-    tokenizer = BertTokenizerFast(vocab_file=str(out / "vocab.txt"), do_lower_case=True)
+    wordpiece.post_processor = BertProcessing(  # [CLS] text [SEP], as BERT's tokenizer does
+        ("[SEP]", wordpiece.token_to_id("[SEP]")), ("[CLS]", wordpiece.token_to_id("[CLS]"))
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=wordpiece._tokenizer,
+        **{f"{name}_token": f"[{name.upper()}]" for name in ("unk", "pad", "cls", "sep", "mask")},
+    )
+    if tokenizer.vocab_size != recipe["vocab_size"] or tokenizer.unk_token_id in tokenizer("good film")["input_ids"]:
+        raise RuntimeError(f"the HF tokenizer is broken: vocab {tokenizer.vocab_size}")
 
     def encode(batch):
         return tokenizer(batch["sentence"], padding="max_length", max_length=128, truncation=True)
