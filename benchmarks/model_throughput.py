@@ -84,10 +84,6 @@ def main() -> None:
         print(f"{name:<16} {params / 1e6:>7.1f}M {fp32:>11,.0f} {bf16:>11,.0f} {bf16 / fp32:>8.2f}x")
 
 
-if __name__ == "__main__":
-    main()
-
-
 def ablation(args) -> None:
     """bf16 training tok/s of the encoder-decoder with dropout on, for each combination of the CPU paths."""
     import transformer.dropout
@@ -108,3 +104,7 @@ def ablation(args) -> None:
         first = first or speed
         print(f"{backend:<10} {'byte mask' if fast else 'F.dropout':<10} {speed:>8,.0f} {speed / first:>7.2f}x")
     transformer.dropout.FAST_CPU = True
+
+
+if __name__ == "__main__":
+    main()
