@@ -54,6 +54,9 @@ def run_ours(args: argparse.Namespace, out: Path) -> dict:
     result: dict = {"reached": False}
 
     class StopAtTarget(pl.Callback):
+        def on_train_start(self, trainer, pl_module) -> None:  # HF's warmup share is taken from it
+            result["steps_per_epoch"] = trainer.num_training_batches
+
         def on_validation_end(self, trainer, pl_module) -> None:
             if trainer.sanity_checking:
                 return
@@ -247,16 +250,7 @@ def main() -> None:
     if not ours["reached"]:
         sys.exit(f"error: our recipe never reached {args.target:.1%} (history {ours.get('history')}); no comparison")
     recipe = dict(ours["recipe"])
-    from transformer.data import load_prepared
-    from transformer.data.batching import TokenBudgetBatchSampler, example_lengths
-
-    prepared = load_prepared(next((work_dir / "ours" / "cache").iterdir()))
-    sampler = TokenBudgetBatchSampler(
-        example_lengths(prepared.splits["train"]),
-        max_tokens=recipe["batching"]["max_tokens"],
-        batch_size=recipe["batching"]["batch_size"],
-    )
-    recipe["steps_per_epoch"] = len(sampler)
+    recipe["steps_per_epoch"] = ours["steps_per_epoch"]
     budget = args.hf_budget_ratio * ours["seconds"]
     hf = subprocess_json(
         "hf", args, [*shared, "--budget-seconds", str(budget), "--recipe", json.dumps(recipe, default=str)]
