@@ -29,6 +29,7 @@ VARIANTS = [
     {"positional": "learned"},
     {"backend": "explicit"},
     {"share_embeddings": False, "tie_output": False, "target_vocab_size": 60},
+    {"copy_attention": True},
 ]
 
 
@@ -60,38 +61,64 @@ def test_masked_mean_ignores_padding():
     assert masked_mean(x, torch.tensor([[False, False, True]])).item() == 2.0
 
 
-@pytest.mark.parametrize("overrides", [{}, {"norm_first": False, "positional": "learned"}])
+@pytest.mark.parametrize(
+    "overrides", [{}, {"norm_first": False, "positional": "learned"}, {"copy_attention": True}]
+)
 def test_cached_incremental_decoding_equals_full_forward(overrides):
     torch.manual_seed(0)
     model = EncoderDecoder(tiny(**overrides)).eval()
     src, _ = random_batch([6, 3, 4])
     tgt, _ = random_batch([7, 7, 7], seed=2)
     memory, pad_mask = model.encode(src)
-    full = model.decode(tgt, memory, pad_mask)  # (B, T, V)
+    full = model.decode(tgt, memory, pad_mask, src=src)  # (B, T, V)
     caches = model.new_caches()
-    steps = [model.decode(tgt[:, t : t + 1], memory, pad_mask, caches) for t in range(tgt.size(1))]
+    steps = [model.decode(tgt[:, t : t + 1], memory, pad_mask, caches, src) for t in range(tgt.size(1))]
     torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-5, atol=1e-5)
 
 
-def trained_copy_model():
+def test_pointer_generator_mixes_two_distributions():
+    torch.manual_seed(0)
+    model = EncoderDecoder(tiny(copy_attention=True)).eval()
+    src, _ = random_batch([6, 3])
+    tgt, _ = random_batch([4, 4], seed=1)
+    with torch.no_grad():
+        logp = model(src, tgt)  # (B, T, V) log-probabilities
+        torch.testing.assert_close(logp.exp().sum(-1), torch.ones(2, 4))
+        torch.testing.assert_close(logp.log_softmax(-1), logp)  # usable as logits by losses and search
+        memory, pad_mask = model.encode(src)
+        vocab_logp = model.project(model.decoder(tgt, memory, pad_mask)).log_softmax(-1)
+        model.copy.gate.bias.fill_(30.0)  # p_gen = 1: the decoder's own distribution
+        torch.testing.assert_close(model(src, tgt), vocab_logp, rtol=1e-4, atol=1e-4)
+        model.copy.gate.bias.fill_(-30.0)  # p_gen = 0: all mass on the source's tokens, none on its padding
+        probs = model(src, tgt).exp()
+    for i in range(2):
+        on_source = torch.zeros(50, dtype=torch.bool)
+        on_source[src[i][src[i].ne(PAD)]] = True
+        torch.testing.assert_close(probs[i][:, on_source].sum(-1), torch.ones(4))
+    with pytest.raises(ValueError, match="pass src to decode"):
+        model.decode(tgt, memory, pad_mask)
+
+
+def trained_copy_model(**overrides):
     """A tiny model with peaked distributions, so decoding produces varied lengths and early EOS."""
     torch.manual_seed(0)
-    model = EncoderDecoder(tiny())
+    model = EncoderDecoder(tiny(**overrides))
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(3.0)
     return model.eval()
 
 
-def test_greedy_matches_step_by_step_argmax():
-    model = trained_copy_model()
+@pytest.mark.parametrize("copy_attention", [False, True])
+def test_greedy_matches_step_by_step_argmax(copy_attention):
+    model = trained_copy_model(copy_attention=copy_attention)
     src, rows = random_batch([6, 3, 5, 1])
     hyps = greedy_search(model, src, BOS, EOS, max_len_a=1.0, max_len_b=3)
     for row, hyp in zip(rows, hyps, strict=True):
         memory, pad = model.encode(row[None])
         tokens = [BOS]
         for _ in range(len(row) + 3):
-            nxt = int(model.decode(torch.tensor([tokens]), memory, pad)[0, -1].argmax())
+            nxt = int(model.decode(torch.tensor([tokens]), memory, pad, src=row[None])[0, -1].argmax())
             if nxt == EOS:
                 break
             tokens.append(nxt)
@@ -99,8 +126,9 @@ def test_greedy_matches_step_by_step_argmax():
         assert len(hyp) <= len(row) + 3
 
 
-def test_beam_one_equals_greedy_and_beams_score_higher():
-    model = trained_copy_model()
+@pytest.mark.parametrize("copy_attention", [False, True])
+def test_beam_one_equals_greedy_and_beams_score_higher(copy_attention):
+    model = trained_copy_model(copy_attention=copy_attention)
     src, _ = random_batch([6, 3, 5, 1, 8], seed=3)
     greedy = greedy_search(model, src, BOS, EOS, max_len_a=1.0, max_len_b=4)
     assert beam_search(model, src, BOS, EOS, beam_size=1, max_len_a=1.0, max_len_b=4) == greedy
@@ -160,6 +188,7 @@ def test_parameter_counts_match_table_3(size, paper):
         ({"dropout": 1.5}, "dropout must be in"),
         ({"positional": "rotary"}, "positional='rotary' is not one of"),
         ({"target_vocab_size": 70}, "share_embeddings=True needs one vocabulary"),
+        ({"target_vocab_size": 70, "share_embeddings": False, "copy_attention": True}, "copy_attention=True"),
         ({"pad_id": 99}, "pad_id=99 is outside the vocabulary"),
         ({"n_encoder_layers": -1}, "n_encoder_layers must be a non-negative integer"),
     ],
@@ -187,3 +216,21 @@ def test_too_long_input_and_bad_decoding_arguments():
         greedy_search(model, torch.zeros(1, 0, dtype=torch.long), BOS, EOS)
     with pytest.raises(TypeError, match="EncoderDecoder"):
         greedy_search(EncoderClassifier(tiny()), torch.full((1, 3), 5), BOS, EOS)
+
+
+@pytest.mark.parametrize("copy_attention", [False, True])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_loss_equals_cross_entropy_of_the_output(copy_attention, smoothing):
+    torch.manual_seed(0)
+    model = EncoderDecoder(tiny(copy_attention=copy_attention)).eval()
+    src, _ = random_batch([6, 3, 5], vocab=9)  # few distinct ids: sources repeat tokens, targets hit them
+    tgt, _ = random_batch([4, 2, 5], vocab=12, seed=1)
+    tgt_in, tgt_out = tgt[:, :-1], tgt[:, 1:]
+    reference = torch.nn.functional.cross_entropy(
+        model(src, tgt_in).flatten(0, 1), tgt_out.flatten(), ignore_index=PAD, label_smoothing=smoothing
+    )
+    loss = model.loss(src, tgt_in, tgt_out, smoothing, ignore_index=PAD)
+    torch.testing.assert_close(loss, reference, rtol=1e-5, atol=1e-5)
+    loss.backward()
+    if copy_attention:
+        assert model.copy.gate.weight.grad.abs().sum() > 0

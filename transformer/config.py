@@ -40,6 +40,7 @@ class ModelConfig:
     num_classes: int = 2  # encoder classifier only
     pooling: Pooling = "mean"  # encoder classifier only
     backend: Backend = "auto"  # auto: fused SDPA on GPUs, the explicit path on CPU (faster there)
+    copy_attention: bool = False  # pointer-generator (See et al., 2017): seq2seq mixes in copying source tokens
 
     def __post_init__(self) -> None:
         def positive(name: str) -> None:
@@ -79,6 +80,13 @@ class ModelConfig:
             raise ValueError(
                 f"share_embeddings=True needs one vocabulary, but vocab_size={self.vocab_size} and "
                 f"target_vocab_size={self.target_vocab_size}: set share_embeddings=False or equal sizes"
+            )
+
+        if self.copy_attention and self.tgt_vocab_size != self.vocab_size:
+            raise ValueError(
+                f"copy_attention=True copies source ids into the output, so it needs one vocabulary, but "
+                f"vocab_size={self.vocab_size} and target_vocab_size={self.target_vocab_size}: use a shared "
+                f"vocabulary or set copy_attention=False"
             )
 
     @property

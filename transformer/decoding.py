@@ -57,7 +57,7 @@ def greedy_search(
     tokens = torch.full((B, 1), bos_id, dtype=torch.long, device=src.device)
     caches = model.new_caches()
     for t in range(int(budget.max()) + 1):
-        logits = model.decode(tokens, memory, pad_mask, caches)[:, -1]  # (n, V)
+        logits = model.decode(tokens, memory, pad_mask, caches, src)[:, -1]  # (n, V)
         next_tokens = logits.argmax(-1)
         next_tokens = torch.where(budget[active] <= t, eos_id, next_tokens)  # out of budget: force EOS
         out[active, t] = next_tokens
@@ -67,7 +67,7 @@ def greedy_search(
                 break
             rows = keep.nonzero().squeeze(1)
             active, next_tokens = active[rows], next_tokens[rows]
-            memory, pad_mask = memory[rows], pad_mask[rows]
+            memory, pad_mask, src = memory[rows], pad_mask[rows], src[rows]
             _select(caches, rows, include_static=True)
         tokens = next_tokens[:, None]
     hyps = []
@@ -105,6 +105,7 @@ def beam_search(
     memory, pad_mask = model.encode(src)
     budget = max_lengths(pad_mask, max_len_a, max_len_b, model.config.max_positions - 1)  # (B,)
     memory, pad_mask = memory.repeat_interleave(K, 0), pad_mask.repeat_interleave(K, 0)  # (B*K, S, D)
+    src = src.repeat_interleave(K, 0)  # (B*K, S): the copy mechanism, if any, reads the source ids
     caches = model.new_caches()
 
     active = torch.arange(B, device=device)  # sentence of each row of the shrinking batch
@@ -115,7 +116,7 @@ def beam_search(
 
     for t in range(int(budget.max()) + 1):
         n = active.numel()
-        logits = model.decode(tokens[:, -1:], memory, pad_mask, caches)[:, -1]  # (n*K, V)
+        logits = model.decode(tokens[:, -1:], memory, pad_mask, caches, src)[:, -1]  # (n*K, V)
         logp = torch.log_softmax(logits.float(), dim=-1)
         V = logp.size(-1)
         logp[:, bos_id] = -math.inf
@@ -152,7 +153,7 @@ def beam_search(
             keep = (~done).nonzero().squeeze(1)
             rows = (keep[:, None] * K + torch.arange(K, device=device)).view(-1)
             active, scores, tokens = active[keep], scores[keep], tokens[rows]
-            memory, pad_mask = memory[rows], pad_mask[rows]
+            memory, pad_mask, src = memory[rows], pad_mask[rows], src[rows]
             _select(caches, rows, include_static=True)
 
     results = []

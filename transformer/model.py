@@ -220,6 +220,87 @@ class EncoderClassifier(nn.Module):
         return self.head(self.dropout(pooled))
 
 
+class PointerGenerator(nn.Module):
+    """Copy mechanism of See et al. (2017) for a shared source/target vocabulary.
+
+    P(w) = p_gen P_vocab(w) + (1 - p_gen) sum_{i: src_i = w} a_i, where a = softmax(h W M^T / sqrt(D)) attends
+    over the encoder output M, and p_gen = sigmoid(w_g [h; a M] + b). Rare words of the source (names, numbers)
+    can then be produced without having been learned as outputs. Works per position, so it needs no cache.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.query = nn.Linear(config.d_model, config.d_model, bias=False)
+        self.gate = nn.Linear(2 * config.d_model, 1)
+        self.scale = config.d_model**-0.5
+        nn.init.xavier_uniform_(self.query.weight)
+        nn.init.xavier_uniform_(self.gate.weight)
+        nn.init.zeros_(self.gate.bias)
+
+    def attend(self, h: Tensor, memory: Tensor, memory_pad_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """h: (B, T, D); memory: (B, S, D). Returns the float32 copy attention a (B, T, S) and gate logit (B, T)."""
+        scores = torch.matmul(self.query(h), memory.transpose(1, 2)).float() * self.scale  # (B, T, S)
+        attn = scores.masked_fill(memory_pad_mask[:, None, :], -math.inf).softmax(-1)
+        context = torch.matmul(attn.to(memory.dtype), memory)  # (B, T, D)
+        gate = self.gate(torch.cat([h, context.to(h.dtype)], dim=-1)).float().squeeze(-1)  # logit of p_gen
+        return attn, gate
+
+    def forward(self, h: Tensor, logits: Tensor, memory: Tensor, memory_pad_mask: Tensor, src: Tensor) -> Tensor:
+        """h: (B, T, D) decoder states; logits: (B, T, V); memory: (B, S, D); memory_pad_mask, src: (B, S).
+
+        Returns float32 log-probabilities (B, T, V) of the mixture.
+        """
+        attn, gate = self.attend(h, memory, memory_pad_mask)
+        p_gen = torch.sigmoid(gate)[..., None]  # (B, T, 1)
+        B, T, S = attn.shape
+        probs = (logits.float().softmax(-1) * p_gen).scatter_add_(
+            2, src[:, None, :].expand(B, T, S), attn * (1 - p_gen)
+        )
+        return probs.clamp_min(1e-30).log()  # P_vocab can underflow to 0; keep the log finite
+
+    def loss(
+        self,
+        h: Tensor,
+        logits: Tensor,
+        memory: Tensor,
+        memory_pad_mask: Tensor,
+        src: Tensor,
+        target: Tensor,
+        smoothing: float,
+        ignore_index: int,
+    ) -> Tensor:
+        """Mean label-smoothed cross-entropy of target (B, T) under the mixture, the value F.cross_entropy gives
+        on forward()'s output, without building the (B, T, V) mixture: off the source's tokens,
+        log P(w) = log p_gen + log_softmax(logits)_w, so only the S source tokens need the full mixture.
+        """
+        attn, gate = self.attend(h, memory, memory_pad_mask)
+        x = logits.float()
+        V, (B, T, S) = x.size(-1), attn.shape
+        log_generate = (F.logsigmoid(gate) - x.logsumexp(-1)).unsqueeze(-1)  # (B, T, 1): log P(w) - x_w off-source
+        log_copy = F.logsigmoid(-gate).unsqueeze(-1)  # (B, T, 1): log(1 - p_gen)
+
+        def log_mixture(x_w: Tensor, copy_w: Tensor) -> Tensor:
+            """Logits x_w and copy probabilities copy_w (B, T, n) of n tokens each -> their log P (B, T, n)."""
+            return torch.logaddexp(log_generate + x_w, log_copy + copy_w.clamp_min(1e-30).log())
+
+        # the target's copy probability sums the attention on every occurrence of it in the source
+        x_target = x.gather(-1, target.unsqueeze(-1))  # (B, T, 1)
+        copy_target = (attn * src[:, None, :].eq(target.unsqueeze(-1))).sum(-1, keepdim=True)  # (B, T, 1)
+        log_p_target = log_mixture(x_target, copy_target).squeeze(-1)  # (B, T)
+        per_token = -(1.0 - smoothing) * log_p_target
+        if smoothing > 0.0:  # sum of log P(w) over the vocabulary: all as if off-source, then fix the source's
+            real = ~memory_pad_mask  # (B, S)
+            same = src[:, :, None].eq(src[:, None, :]) & real[:, None, :] & real[:, :, None]  # (B, S, S)
+            copy_at_src = torch.matmul(attn, same.float())  # (B, T, S): copy probability of token src_i
+            x_at_src = x.gather(-1, src[:, None, :].expand(B, T, S))  # (B, T, S)
+            fix = log_mixture(x_at_src, copy_at_src) - log_generate - x_at_src  # (B, T, S)
+            once = real.float() / same.sum(-1).clamp_min(1)  # (B, S): each distinct source token counted once
+            sum_log_p = V * log_generate.squeeze(-1) + x.sum(-1) + (fix * once[:, None, :]).sum(-1)  # (B, T)
+            per_token = per_token - smoothing / V * sum_log_p
+        keep = target.ne(ignore_index)
+        return per_token[keep].mean()
+
+
 class EncoderDecoder(nn.Module):
     """Transformer encoder-decoder with cross-attention (translation, summarization)."""
 
@@ -235,6 +316,7 @@ class EncoderDecoder(nn.Module):
         else:
             self.output = nn.Linear(config.d_model, config.tgt_vocab_size, bias=False)
             nn.init.normal_(self.output.weight, std=config.d_model**-0.5)
+        self.copy = PointerGenerator(config) if config.copy_attention else None
 
     def encode(self, src: Tensor) -> tuple[Tensor, Tensor]:
         """src: (B, S). Returns memory (B, S, D) and its pad mask (B, S)."""
@@ -246,14 +328,38 @@ class EncoderDecoder(nn.Module):
         weight = self.decoder.embed.tokens.weight if self.output is None else self.output.weight
         return F.linear(h, weight)
 
-    def decode(self, tgt_in: Tensor, memory: Tensor, memory_pad_mask: Tensor, caches=None) -> Tensor:
-        """Logits (B, T, V) for target inputs tgt_in (B, T) given the encoder output."""
-        return self.project(self.decoder(tgt_in, memory, memory_pad_mask, caches))
+    def decode(
+        self, tgt_in: Tensor, memory: Tensor, memory_pad_mask: Tensor, caches=None, src: Tensor | None = None
+    ) -> Tensor:
+        """Logits (B, T, V) for target inputs tgt_in (B, T) given the encoder output.
+
+        With copy_attention, src (B, S) is required and the result is log-probabilities, which are logits too:
+        log_softmax leaves them unchanged, so losses and search treat both alike.
+        """
+        h = self.decoder(tgt_in, memory, memory_pad_mask, caches)
+        logits = self.project(h)
+        if self.copy is None:
+            return logits
+        if src is None:
+            raise ValueError("this model copies from the source (copy_attention=True): pass src to decode()")
+        return self.copy(h, logits, memory, memory_pad_mask, src)
 
     def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher forcing. src: (B, S), tgt_in: (B, T) = BOS + target[:-1]. Returns logits (B, T, V)."""
         memory, pad_mask = self.encode(src)
-        return self.decode(tgt_in, memory, pad_mask)
+        return self.decode(tgt_in, memory, pad_mask, src=src)
+
+    def loss(self, src: Tensor, tgt_in: Tensor, tgt_out: Tensor, smoothing: float = 0.0, ignore_index: int = 0):
+        """Teacher-forced label-smoothed cross-entropy, averaged over the tokens of tgt_out (B, T) that are not
+        ignore_index: F.cross_entropy(self(src, tgt_in), ...), computed sparsely when the model copies."""
+        memory, pad_mask = self.encode(src)
+        h = self.decoder(tgt_in, memory, pad_mask)
+        logits = self.project(h)
+        if self.copy is not None:
+            return self.copy.loss(h, logits, memory, pad_mask, src, tgt_out, smoothing, ignore_index)
+        return F.cross_entropy(
+            logits.float().flatten(0, 1), tgt_out.flatten(), ignore_index=ignore_index, label_smoothing=smoothing
+        )
 
     def new_caches(self) -> list[tuple[AttentionCache, AttentionCache]]:
         """Empty (self-attention, cross-attention) caches, one pair per decoder layer."""

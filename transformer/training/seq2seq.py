@@ -9,7 +9,6 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from transformer.config import ModelConfig
 from transformer.decoding import beam_search, greedy_search
@@ -54,13 +53,7 @@ class Seq2SeqModule(pl.LightningModule):
         return self.model(src, tgt_in)  # (B, T, V)
 
     def _loss(self, batch, smoothing: float = 0.0) -> torch.Tensor:
-        logits = self(batch["src"], batch["tgt_in"])
-        return F.cross_entropy(
-            logits.float().flatten(0, 1),
-            batch["tgt_out"].flatten(),
-            ignore_index=self.pad_id,
-            label_smoothing=smoothing,
-        )
+        return self.model.loss(batch["src"], batch["tgt_in"], batch["tgt_out"], smoothing, self.pad_id)
 
     def training_step(self, batch, batch_idx):
         loss = self._loss(batch, self.optim.label_smoothing)
