@@ -61,9 +61,7 @@ def test_masked_mean_ignores_padding():
     assert masked_mean(x, torch.tensor([[False, False, True]])).item() == 2.0
 
 
-@pytest.mark.parametrize(
-    "overrides", [{}, {"norm_first": False, "positional": "learned"}, {"copy_attention": True}]
-)
+@pytest.mark.parametrize("overrides", [{}, {"norm_first": False, "positional": "learned"}, {"copy_attention": True}])
 def test_cached_incremental_decoding_equals_full_forward(overrides):
     torch.manual_seed(0)
     model = EncoderDecoder(tiny(**overrides)).eval()
