@@ -232,3 +232,18 @@ def test_loss_equals_cross_entropy_of_the_output(copy_attention, smoothing):
     loss.backward()
     if copy_attention:
         assert model.copy.gate.weight.grad.abs().sum() > 0
+
+
+def test_min_len_blocks_early_eos_within_the_budget():
+    model = trained_copy_model()
+    src, rows = random_batch([6, 3, 5, 1, 8], seed=3)
+    free = greedy_search(model, src, BOS, EOS, max_len_a=1.0, max_len_b=4)
+    assert min(len(h) for h in free) < 4  # the unconstrained model does stop early
+    for hyps in (
+        greedy_search(model, src, BOS, EOS, max_len_a=1.0, max_len_b=4, min_len=4),
+        beam_search(model, src, BOS, EOS, beam_size=3, max_len_a=1.0, max_len_b=4, min_len=4),
+    ):
+        assert all(len(h) >= 4 and EOS not in h for h in hyps)
+    # the budget wins over min_len: a 1-token budget still ends after 1 token
+    short = beam_search(model, src, BOS, EOS, beam_size=3, max_len_a=0.0, max_len_b=1, min_len=4)
+    assert all(len(h) == 1 for h in short)

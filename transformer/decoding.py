@@ -45,8 +45,9 @@ def greedy_search(
     eos_id: int,
     max_len_a: float = 1.2,
     max_len_b: int = 10,
+    min_len: int = 0,
 ) -> list[list[int]]:
-    """Argmax decoding of src (B, S). Returns B token lists."""
+    """Argmax decoding of src (B, S); EOS is blocked before min_len tokens. Returns B token lists."""
     _check(model, src)
     memory, pad_mask = model.encode(src)
     limit = model.config.max_positions - 1
@@ -58,6 +59,8 @@ def greedy_search(
     caches = model.new_caches()
     for t in range(int(budget.max()) + 1):
         logits = model.decode(tokens, memory, pad_mask, caches, src)[:, -1]  # (n, V)
+        if t < min_len:
+            logits[:, eos_id] = -math.inf
         next_tokens = logits.argmax(-1)
         next_tokens = torch.where(budget[active] <= t, eos_id, next_tokens)  # out of budget: force EOS
         out[active, t] = next_tokens
@@ -87,13 +90,15 @@ def beam_search(
     max_len_a: float = 1.2,
     max_len_b: int = 10,
     nbest: int = 1,
+    min_len: int = 0,
 ) -> list[list[list[int]]] | list[list[int]]:
     """Beam search over src (B, S), in the manner of fairseq.
 
     Each step ranks the 2K best continuations of the K beams. A continuation that ends in EOS among the top K
     becomes a finished hypothesis, scored sum(log p) / length**length_penalty (length counts EOS); the K best
     others stay alive. A sentence is done once it has K finished hypotheses; at its length budget every beam
-    is forced to end. With beam_size=1 this is exactly greedy search.
+    is forced to end; before min_len tokens (fairseq's --min-len) none may. With beam_size=1 this is exactly
+    greedy search.
 
     Returns the best hypothesis per sentence, or with nbest > 1, a list of the nbest best per sentence.
     """
@@ -125,6 +130,8 @@ def beam_search(
             eos_logp = logp[out_of_budget, eos_id]
             logp[out_of_budget] = -math.inf
             logp[out_of_budget, eos_id] = eos_logp
+        if t < min_len:
+            logp[~out_of_budget, eos_id] = -math.inf
 
         candidates = (scores.unsqueeze(-1) + logp.view(n, K, V)).view(n, K * V)
         top_scores, top_index = candidates.topk(min(2 * K, K * V), dim=1)  # (n, 2K)

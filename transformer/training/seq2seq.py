@@ -23,6 +23,7 @@ class DecodingConfig:
     length_penalty: float = 1.0
     max_len_a: float = 1.2  # budget of a*source_length + b generated tokens
     max_len_b: int = 10
+    min_len: int = 0  # no EOS before this many tokens (fairseq --min-len), unless the budget ends first
     val_beam_size: int | None = None  # None: beam_size; 1: greedy, faster validation during training
     val_max_batches: int | None = None  # decode only the first batches of validation (loss uses all)
     metrics: list[str] = field(default_factory=lambda: ["bleu", "chrf"])
@@ -30,6 +31,8 @@ class DecodingConfig:
     def __post_init__(self) -> None:
         if self.beam_size < 1 or (self.val_beam_size is not None and self.val_beam_size < 1):
             raise ValueError(f"beam sizes must be >= 1, got {self.beam_size} / {self.val_beam_size}")
+        if self.min_len < 0:
+            raise ValueError(f"decoding.min_len must be >= 0, got {self.min_len}")
 
 
 class Seq2SeqModule(pl.LightningModule):
@@ -66,9 +69,11 @@ class Seq2SeqModule(pl.LightningModule):
         beam = beam_size or d.beam_size
         bos, eos = self.tokenizer.bos_id, self.tokenizer.eos_id
         if beam == 1:
-            ids = greedy_search(self.model, src, bos, eos, d.max_len_a, d.max_len_b)
+            ids = greedy_search(self.model, src, bos, eos, d.max_len_a, d.max_len_b, min_len=d.min_len)
         else:
-            ids = beam_search(self.model, src, bos, eos, beam, d.length_penalty, d.max_len_a, d.max_len_b)
+            ids = beam_search(
+                self.model, src, bos, eos, beam, d.length_penalty, d.max_len_a, d.max_len_b, min_len=d.min_len
+            )
         return [self.tokenizer.decode(row) for row in ids]
 
     def _evaluate(self, batch, batch_idx: int, stage: str) -> None:
