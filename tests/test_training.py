@@ -151,6 +151,7 @@ def run_script(script: str, *args: str, env: dict[str, str] | None = None, timeo
         (["optim.lr=fast", "trainer.max_steps=1"], "error: "),
         (["optim.lr_typo=1"], "error: "),
         (["task=translation", "decoding.min_len=-1"], "decoding.min_len must be >= 0, got -1"),
+        (["optim.lr=[1"], "cannot parse the override (no viable alternative at input '[1'); Hydra treats"),
     ],
 )
 def test_bad_train_arguments_get_one_line_errors(args, message, tmp_path):

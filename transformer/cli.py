@@ -11,6 +11,7 @@ from pathlib import Path
 import hydra
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import OverrideParseException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
@@ -38,6 +39,12 @@ def check_overrides(argv: list[str], config_name: str) -> None:
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
             compose(config_name=config_name, overrides=overrides)
+    except OverrideParseException as error:
+        first = str(error).strip().splitlines()[0]
+        raise SystemExit(
+            f"error: cannot parse the override ({first}); Hydra treats , ' \" [ ] {{ }} specially, so quote the "
+            f"value inside the shell quotes, e.g. \"text='Hi, it\\'s me'\" (predict.py also reads stdin or input=)"
+        ) from None
     except Exception as error:  # noqa: BLE001 - any composition failure is the user's input
         lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
         raise SystemExit(f"error: {' '.join(lines[:2]) or type(error).__name__}") from None
