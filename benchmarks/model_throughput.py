@@ -64,10 +64,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    B, L = args.batch, args.length
     if args.ablation:
         ablation(args)
         return
+    B, L = args.batch, args.length
     config = ModelConfig.named(args.size, vocab_size=args.vocab)
     ids = torch.randint(4, args.vocab, (B, L))
     cases = [
@@ -92,18 +92,20 @@ def ablation(args) -> None:
     src, tgt = torch.randint(4, args.vocab, (B, L + 1)), torch.randint(4, args.vocab, (B, L))
     print(f"encoder-decoder size={args.size} vocab={args.vocab} batch={B} length={L} bf16, dropout 0.3/0.1")
     print(f"{'attention':<10} {'dropout':<10} {'tok/s':>8} {'vs first':>8}")
-    first = None
-    for backend, fast in (("sdpa", False), ("sdpa", True), ("explicit", False), ("explicit", True)):
-        torch.manual_seed(0)
-        config = ModelConfig.named(
-            args.size, vocab_size=args.vocab, backend=backend, dropout=0.3, attention_dropout=0.1
-        )
-        transformer.dropout.FAST_CPU = fast
-        model = EncoderDecoder(config).train()
-        speed = B * L / step_time(model, (src, tgt), seq2seq_loss, torch.bfloat16, args.steps, args.warmup)
-        first = first or speed
-        print(f"{backend:<10} {'byte mask' if fast else 'F.dropout':<10} {speed:>8,.0f} {speed / first:>7.2f}x")
-    transformer.dropout.FAST_CPU = True
+    first, default = None, transformer.dropout.FAST_CPU
+    try:
+        for backend, fast in (("sdpa", False), ("sdpa", True), ("explicit", False), ("explicit", True)):
+            torch.manual_seed(0)
+            config = ModelConfig.named(
+                args.size, vocab_size=args.vocab, backend=backend, dropout=0.3, attention_dropout=0.1
+            )
+            transformer.dropout.FAST_CPU = fast
+            model = EncoderDecoder(config).train()
+            speed = B * L / step_time(model, (src, tgt), seq2seq_loss, torch.bfloat16, args.steps, args.warmup)
+            first = first or speed
+            print(f"{backend:<10} {'byte mask' if fast else 'F.dropout':<10} {speed:>8,.0f} {speed / first:>7.2f}x")
+    finally:
+        transformer.dropout.FAST_CPU = default
 
 
 if __name__ == "__main__":
