@@ -1,15 +1,17 @@
-"""Shared fixtures: Hydra composition of the project's configs, reset after each use."""
+"""Shared fixtures: Hydra composition of the packaged configs (transformer/conf), reset after each use."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
+import transformer.schema  # noqa: F401  (registers the structured configs)
+
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = str(ROOT / "configs")
+CONFIG_DIR = ROOT / "transformer" / "conf"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
@@ -19,7 +21,7 @@ def compose_config():
 
     def _compose(name: str, overrides: list[str] | None = None):
         GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        with initialize_config_module("transformer.conf", version_base="1.3"):
             return compose(config_name=name, overrides=overrides or [])
 
     yield _compose

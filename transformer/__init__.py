@@ -1,12 +1,12 @@
 """Transformer training framework: attention, models and decoding in plain PyTorch."""
 
 from transformer.attention import MultiHeadAttention
-from transformer.config import NAMED_SIZES, ModelConfig
+from transformer.config import ModelConfig, named_sizes
 from transformer.decoding import beam_search, greedy_search
 from transformer.model import EncoderClassifier, EncoderDecoder, build_model
 
 __all__ = [
-    "NAMED_SIZES",
+
     "EncoderClassifier",
     "EncoderDecoder",
     "ModelConfig",
@@ -14,4 +14,5 @@ __all__ = [
     "beam_search",
     "build_model",
     "greedy_search",
+    "named_sizes",
 ]

@@ -14,6 +14,9 @@ from typing import Any
 from omegaconf import DictConfig
 
 from transformer.data import prepare_from_config
+from transformer.errors import ConfigError
+from transformer.schema import LeadBaselineConfig, typed
+from transformer.training.checkpoint import write_json
 from transformer.training.metrics import generation_metrics
 
 log = logging.getLogger(__name__)
@@ -40,38 +43,37 @@ def lead_scores(
 
 
 def lead_baseline(cfg: DictConfig) -> dict[str, Any]:
-    """Tune k on `tune_split` by `select_by`, then score that k on `eval_split`; writes lead_baseline.json."""
-    prepared = prepare_from_config(cfg)
-    if cfg.task.objective != "seq2seq":
-        raise ValueError(f"the lead baseline needs a seq2seq task, got task={cfg.task.name}")
-    metrics = list(cfg.metrics)
-    if cfg.select_by not in metrics:
-        raise ValueError(f"select_by={cfg.select_by!r} is not one of metrics={metrics}")
-    for split in (cfg.tune_split, cfg.eval_split):
-        if split not in prepared.splits:
-            raise ValueError(f"split {split!r} not in the dataset; it has {sorted(prepared.splits)}")
-    ks = list(cfg.ks)
+    """Tune k on `tune_split` by `select_by`, then score that k on `eval_split`; writes `output` when set."""
+    config: LeadBaselineConfig = typed(cfg)
+    if config.task.objective != "seq2seq":
+        raise ConfigError(f"the lead baseline needs a seq2seq task, got task={config.task.name}")
+    metrics = list(config.task.metrics)
+    if config.select_by not in metrics:
+        raise ConfigError(f"select_by={config.select_by!r} is not one of the task's metrics {metrics}")
+    ks = list(config.ks)
     if not ks or min(ks) < 1:
-        raise ValueError(f"ks must be positive word counts, got {ks}")
+        raise ConfigError(f"ks must be positive word counts, got {ks}")
+    prepared = prepare_from_config(config)
+    for split in (config.tune_split, config.eval_split):
+        if split not in prepared.splits:
+            raise ConfigError(f"split {split!r} not in the dataset; it has {sorted(prepared.splits)}")
 
-    tuning = lead_scores(*split_texts(prepared.splits[cfg.tune_split]), ks, metrics)
+    tuning = lead_scores(*split_texts(prepared.splits[config.tune_split]), ks, metrics)
     for k, scores in tuning.items():
-        log.info("lead-%d on %s: %s", k, cfg.tune_split, _format(scores))
-    best_k = max(ks, key=lambda k: tuning[k][cfg.select_by])
-    final = lead_scores(*split_texts(prepared.splits[cfg.eval_split]), [best_k], metrics)[best_k]
+        log.info("lead-%d on %s: %s", k, config.tune_split, _format(scores))
+    best_k = max(ks, key=lambda k: tuning[k][config.select_by])
+    final = lead_scores(*split_texts(prepared.splits[config.eval_split]), [best_k], metrics)[best_k]
     result = {
         "k": best_k,
-        cfg.tune_split: tuning[best_k],
-        cfg.eval_split: final,
+        config.tune_split: tuning[best_k],
+        config.eval_split: final,
         "tuning": {str(k): scores for k, scores in tuning.items()},
     }
-    print(f"lead-{best_k} (k tuned on {cfg.tune_split} by {cfg.select_by})")
-    print(f"  {cfg.tune_split}: {_format(tuning[best_k])}")
-    print(f"  {cfg.eval_split}: {_format(final)}")
-    if cfg.output:
-        from transformer.training.train import write_json
-
-        write_json(Path(cfg.output), result)
+    print(f"lead-{best_k} (k tuned on {config.tune_split} by {config.select_by})")
+    print(f"  {config.tune_split}: {_format(tuning[best_k])}")
+    print(f"  {config.eval_split}: {_format(final)}")
+    if config.output:
+        write_json(Path(config.output), result)
     return result
 
 

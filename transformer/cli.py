@@ -1,106 +1,115 @@
-"""Console entry points (scripts/*.py and the `transformer-*` commands). Each is a thin Hydra main over a
-function that tests call directly. Bad input ends with one line on stderr and exit status 2."""
+"""Console entry points (scripts/*.py and the `transformer-*` commands): plain `@hydra.main` apps over functions
+that tests call directly, with the configs shipped inside the package (transformer/conf/).
+
+Everything Hydra offers works as Hydra documents it: `-m` sweeps, `--cfg job`, `--info`, `-c`, `--help`,
+`+key=value`, `~key`, `--config-dir` / `hydra.searchpath` for your own configs, sweeper and launcher plugins.
+What we add is one line instead of a report for the errors a user can fix: Hydra's composition errors
+(unknown option, misspelled key, wrong type, unparsable override) and our own `UserError`s, printed as
+`error: ...` with exit status 2. Any other exception is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
-import logging
+import json
+import os
+import re
 import sys
 from collections.abc import Callable
-from pathlib import Path
+from typing import Any
 
 import hydra
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.errors import OverrideParseException
+from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
-GROUPS = ("task", "dataset", "model", "optim", "hardware", "logger", "callbacks", "experiment", "paths")
+from transformer import schema
+from transformer.errors import UserError
+
+CONFIG_PATH = "conf"  # relative to this file: transformer/conf, package data
 
 
-def check_group_choices(argv: list[str], config_dir: str = CONFIG_DIR) -> None:
-    """Reject `group=name` overrides whose config file does not exist, before Hydra prints a long report."""
-    for arg in argv:
-        key, sep, value = arg.lstrip("+~").partition("=")
-        if not sep or key not in GROUPS or value in ("", "null"):
-            continue
-        options = sorted(p.stem for p in (Path(config_dir) / key).glob("*.yaml"))
-        if value not in options:
-            raise SystemExit(
-                f"error: unknown {key} {value!r}; choose one of {', '.join(options)} (files in configs/{key}/)"
-            )
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
-def check_overrides(argv: list[str], config_name: str) -> None:
-    """Compose once up front so that a bad override ends in one line instead of Hydra's multi-line report."""
-    overrides = [a for a in argv if not a.startswith(("-", "hydra.", "hydra/", "+hydra", "~hydra"))]
-    try:
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            compose(config_name=config_name, overrides=overrides)
-    except OverrideParseException as error:
-        first = str(error).strip().splitlines()[0]
-        raise SystemExit(
-            f"error: cannot parse the override ({first}); Hydra treats , ' \" [ ] {{ }} specially, so quote the "
-            f"value inside the shell quotes, e.g. \"text='Hi, it\\'s me'\" (predict.py also reads stdin or input=)"
-        ) from None
-    except Exception as error:  # noqa: BLE001 - any composition failure is the user's input
-        lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-        raise SystemExit(f"error: {' '.join(lines[:2]) or type(error).__name__}") from None
-    finally:
-        GlobalHydra.instance().clear()
+def short(error: BaseException) -> str:
+    """Hydra's and OmegaConf's multi-line reports in one line: the problem, the key, the choices, the fix."""
+    text = str(error).strip()
+    lines = text.splitlines()
+    first = lines[0].strip() if lines else type(error).__name__
+    if "Available options in" in text:
+        start = next(i for i, line in enumerate(lines) if line.startswith("Available options in"))
+        options = [line.strip() for line in lines[start + 1 :] if line.startswith("\t")]
+        return f"{first}; choose one of {', '.join(options)}"
+    if isinstance(error, OverrideParseException):
+        return (
+            f"cannot parse the override ({first}); Hydra treats , ' \" [ ] {{ }} specially, so quote the value "
+            f"inside the shell quotes, e.g. \"text='Hi, it\\'s me'\" (predict also reads stdin or input=)"
+        )
+    cause = error.__cause__
+    if isinstance(cause, OmegaConfBaseException):
+        return f"{schema.one_line(cause)}; `--cfg job` shows every key and its value"
+    return schema.one_line(error)
 
 
-def run_cli(function: Callable[[DictConfig], object], config_name: str) -> None:
-    check_group_choices(sys.argv[1:])
-    check_overrides(sys.argv[1:], config_name)
+def run(function: Callable[[DictConfig], Any], config_name: str) -> None:
+    """Run `function` as a Hydra app on transformer/conf/<config_name>.yaml."""
 
-    @hydra.main(config_path=CONFIG_DIR, config_name=config_name, version_base="1.3")
-    def main(cfg: DictConfig) -> None:
+    @hydra.main(config_path=CONFIG_PATH, config_name=config_name, version_base="1.3")
+    def main(cfg: DictConfig) -> Any:
         try:
-            function(cfg)
-        except (ValueError, TypeError, FileNotFoundError, OmegaConfBaseException) as error:
-            logging.getLogger(__name__).debug("failed", exc_info=True)
-            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            print(f"error: {message}", file=sys.stderr)
-            raise SystemExit(2) from None
+            return function(cfg)
+        except UserError as error:
+            fail(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
 
-    main()
-
-
-def _print_lines(lines) -> None:
-    for line in lines:
-        print(line)
+    user_wants_full_error = "HYDRA_FULL_ERROR" in os.environ
+    # With HYDRA_FULL_ERROR set, Hydra raises its errors instead of printing them, so they reach us here.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        main()
+    except (HydraException, OmegaConfBaseException) as error:
+        if user_wants_full_error:
+            raise
+        fail(short(error))
+    finally:
+        if not user_wants_full_error:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
 
 
 def prepare_main() -> None:
     from transformer.data import prepare_from_config
 
-    run_cli(prepare_from_config, "prepare_data")
+    def prepare_job(cfg: DictConfig) -> None:
+        prepare_from_config(schema.typed(cfg))
+
+    run(prepare_job, "prepare_data")
 
 
 def lead_baseline_main() -> None:
     from transformer.baselines import lead_baseline
 
-    run_cli(lead_baseline, "lead_baseline")
+    run(lead_baseline, "lead_baseline")
 
 
 def train_main() -> None:
     from transformer.training.train import train
 
-    run_cli(train, "train")
+    def train_job(cfg: DictConfig) -> float | None:
+        """Returns the monitored metric, which sweepers (e.g. Optuna) optimize."""
+        value = train(cfg).get(cfg.task.monitor)
+        return None if value is None else float(value)
+
+    run(train_job, "train")
 
 
 def evaluate_main() -> None:
-    import json
-
     from transformer.training.inference import evaluate
 
-    run_cli(lambda cfg: print(json.dumps(evaluate(cfg), indent=2, sort_keys=True)), "evaluate")
+    run(lambda cfg: print(json.dumps(evaluate(cfg), indent=2, sort_keys=True)), "evaluate")
 
 
 def predict_main() -> None:
     from transformer.training.inference import predict
 
-    run_cli(lambda cfg: _print_lines(predict(cfg)), "predict")
+    run(lambda cfg: print("\n".join(predict(cfg))), "predict")

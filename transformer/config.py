@@ -1,14 +1,20 @@
-"""Typed model configuration and the named sizes (tiny, small, base, big)."""
+"""Typed model configuration (the schema of the Hydra `model` group) and the named sizes (tiny, small, base, big).
+
+The named sizes are the files of the `model` group (transformer/conf/model/*.yaml), read by `ModelConfig.named`,
+so a size is defined once for the CLI and for Python callers.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any
 
-Positional = Literal["sinusoidal", "learned"]
-Pooling = Literal["mean", "first"]
-Backend = Literal["auto", "sdpa", "explicit"]
-Activation = Literal["relu", "gelu"]
+import yaml
+
+from transformer.errors import ConfigError
+
+SIZES_DIR = Path(__file__).resolve().parent / "conf" / "model"
 
 
 @dataclass
@@ -29,42 +35,42 @@ class ModelConfig:
     dropout: float = 0.1  # on sub-layer outputs and embedding sums (P_drop in the paper)
     attention_dropout: float = 0.0  # on attention weights
     activation_dropout: float = 0.0  # inside the feed-forward, after the activation
-    activation: Activation = "relu"
+    activation: str = "relu"  # relu | gelu
     norm_first: bool = True  # pre-LN (stable without long warmup); False = post-LN as in the paper
     layer_norm_eps: float = 1e-5
-    positional: Positional = "sinusoidal"
+    positional: str = "sinusoidal"  # sinusoidal | learned
     max_positions: int = 1024
     share_embeddings: bool = True  # one token embedding for source and target
     tie_output: bool = True  # output projection = target embedding matrix (transposed)
     pad_id: int = 0
     num_classes: int = 2  # encoder classifier only
-    pooling: Pooling = "mean"  # encoder classifier only
-    backend: Backend = "auto"  # auto: fused SDPA on GPUs, the explicit path on CPU (faster there)
+    pooling: str = "mean"  # mean | first; encoder classifier only
+    backend: str = "auto"  # auto | sdpa | explicit; auto: fused SDPA on GPUs, the explicit path on CPU (faster there)
     copy_attention: bool = False  # pointer-generator (See et al., 2017): seq2seq mixes in copying source tokens
 
     def __post_init__(self) -> None:
         def positive(name: str) -> None:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
+                raise ConfigError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
 
         for name in ("vocab_size", "d_model", "n_heads", "d_ff", "max_positions", "num_classes"):
             positive(name)
         for name in ("n_encoder_layers", "n_decoder_layers"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
-                raise ValueError(f"ModelConfig.{name} must be a non-negative integer, got {value!r}")
+                raise ConfigError(f"ModelConfig.{name} must be a non-negative integer, got {value!r}")
         if self.target_vocab_size is not None:
             positive("target_vocab_size")
         if self.d_model % self.n_heads:
-            raise ValueError(
+            raise ConfigError(
                 f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}: "
                 f"choose n_heads among the divisors of d_model (e.g. {_divisors_hint(self.d_model)})"
             )
         for name in ("dropout", "attention_dropout", "activation_dropout"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
-                raise ValueError(f"ModelConfig.{name} must be in [0, 1), got {value!r}")
+                raise ConfigError(f"ModelConfig.{name} must be in [0, 1), got {value!r}")
         choices = {
             "positional": ("sinusoidal", "learned"),
             "pooling": ("mean", "first"),
@@ -73,17 +79,17 @@ class ModelConfig:
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r} is not one of {allowed}")
+                raise ConfigError(f"ModelConfig.{name}={getattr(self, name)!r} is not one of {allowed}")
         if not 0 <= self.pad_id < self.vocab_size:
-            raise ValueError(f"pad_id={self.pad_id} is outside the vocabulary [0, {self.vocab_size})")
+            raise ConfigError(f"pad_id={self.pad_id} is outside the vocabulary [0, {self.vocab_size})")
         if self.share_embeddings and self.tgt_vocab_size != self.vocab_size:
-            raise ValueError(
+            raise ConfigError(
                 f"share_embeddings=True needs one vocabulary, but vocab_size={self.vocab_size} and "
                 f"target_vocab_size={self.target_vocab_size}: set share_embeddings=False or equal sizes"
             )
 
         if self.copy_attention and self.tgt_vocab_size != self.vocab_size:
-            raise ValueError(
+            raise ConfigError(
                 f"copy_attention=True copies source ids into the output, so it needs one vocabulary, but "
                 f"vocab_size={self.vocab_size} and target_vocab_size={self.target_vocab_size}: use a shared "
                 f"vocabulary or set copy_attention=False"
@@ -105,25 +111,22 @@ class ModelConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown model config keys {unknown}; valid keys are {sorted(known)}")
+            raise ConfigError(f"unknown model config keys {unknown}; valid keys are {sorted(known)}")
         return cls(**values)
 
     @classmethod
     def named(cls, size: str, **overrides: Any) -> ModelConfig:
         """A named size (`tiny`, `small`, `base`, `big`) with optional overrides (e.g. vocab_size)."""
-        if size not in NAMED_SIZES:
-            raise ValueError(f"unknown model size {size!r}; choose one of {sorted(NAMED_SIZES)}")
-        return replace(cls(), **{**NAMED_SIZES[size], **overrides})
+        sizes = named_sizes()
+        if size not in sizes:
+            raise ConfigError(f"unknown model size {size!r}; choose one of {sorted(sizes)}")
+        return replace(cls(), **{**sizes[size], **overrides})
 
 
 def _divisors_hint(n: int) -> str:
     return ", ".join(str(d) for d in range(1, min(n, 64) + 1) if n % d == 0)
 
 
-# base and big are Table 3 of the paper. small is the CPU default; tiny is for tests.
-NAMED_SIZES: dict[str, dict[str, Any]] = {
-    "tiny": dict(d_model=32, n_heads=4, d_ff=64, n_encoder_layers=2, n_decoder_layers=2, dropout=0.1),
-    "small": dict(d_model=256, n_heads=4, d_ff=1024, n_encoder_layers=3, n_decoder_layers=3, dropout=0.1),
-    "base": dict(d_model=512, n_heads=8, d_ff=2048, n_encoder_layers=6, n_decoder_layers=6, dropout=0.1),
-    "big": dict(d_model=1024, n_heads=16, d_ff=4096, n_encoder_layers=6, n_decoder_layers=6, dropout=0.3),
-}
+def named_sizes() -> dict[str, dict[str, Any]]:
+    """{size: the values its model/<size>.yaml sets}; base and big are Table 3 of the paper."""
+    return {path.stem: yaml.safe_load(path.read_text()) or {} for path in sorted(SIZES_DIR.glob("*.yaml"))}

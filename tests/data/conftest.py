@@ -95,4 +95,4 @@ def hydra_clean():
 
 @pytest.fixture
 def configs_dir() -> Path:
-    return REPO / "configs"
+    return REPO / "transformer" / "conf"

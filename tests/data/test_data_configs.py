@@ -9,7 +9,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from transformer.data import DataError, DatasetConfig, prepare_from_config
+from transformer.data import DatasetConfig, prepare_from_config
+from transformer.errors import ConfigError
+from transformer.schema import typed
 
 TASK_DATASETS = {
     "sentiment": ["sentiment_sample", "sst2"],
@@ -55,21 +57,22 @@ def test_en_de_reverses_de_en(configs_dir, hydra_clean):
 def test_task_and_dataset_objectives_must_agree(configs_dir, hydra_clean, tmp_path):
     cfg = compose_prepare(configs_dir, ["task=sentiment", "dataset=aeslc", f"paths.cache_dir={tmp_path}"])
     with pytest.raises(
-        DataError, match="task 'sentiment' needs a classification dataset, but dataset 'aeslc' is seq2seq"
+        ConfigError, match="task 'sentiment' needs a classification dataset, but dataset 'aeslc' is seq2seq"
     ):
-        prepare_from_config(cfg)
+        typed(cfg)
+    assert not any(tmp_path.iterdir())  # refused before any preparation
 
 
 @pytest.mark.parametrize("task", TASK_DATASETS)
 def test_prepare_from_config_on_the_samples(configs_dir, hydra_clean, sample_stand_in, tmp_path, capsys, task):
     overrides = [f"task={task}", f"paths.cache_dir={tmp_path}", "dataset.tokenizer.vocab_size=60"]
-    data = prepare_from_config(compose_prepare(configs_dir, overrides))
+    data = prepare_from_config(typed(compose_prepare(configs_dir, overrides)))
     name = TASK_DATASETS[task][0]
     assert data.dir == tmp_path / name and (tmp_path / name / "raw" / "train.jsonl").is_file()
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"{name}: train 120, validation 20, test 20 | vocab 60")
     assert lines[0].endswith("s)") and str(tmp_path / name) in lines[0]
-    again = prepare_from_config(compose_prepare(configs_dir, overrides))
+    again = prepare_from_config(typed(compose_prepare(configs_dir, overrides)))
     assert again.reused and capsys.readouterr().out.strip().endswith("(reused)")
 
 

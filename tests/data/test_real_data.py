@@ -7,8 +7,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from transformer.data import prepare_from_config
+from transformer.schema import typed
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "transformer" / "conf"
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 DATASETS = {
     "sst2": "sentiment",
@@ -36,7 +37,7 @@ def prepared(tmp_path_factory):
             "dataset.tokenizer.vocab_size=250",
         ]
         with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):  # clears Hydra on exit
-            out[name] = prepare_from_config(compose(config_name="prepare_data", overrides=overrides))
+            out[name] = prepare_from_config(typed(compose(config_name="prepare_data", overrides=overrides)))
     return out
 
 

@@ -1,24 +1,24 @@
 """Typed dataset configuration: where the raw text comes from, its columns, the tokenizer and the lengths.
 
-Built from the Hydra `dataset` node with `DatasetConfig.from_dict(OmegaConf.to_container(cfg.dataset))`; the
-YAML files hold only what differs from the defaults below.
+These dataclasses are the schema of the Hydra `dataset` group (registered in transformer/schema.py): the YAML files
+hold only what differs from the defaults below, and composition rejects unknown keys and wrong types.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal
+from typing import Any
 
-Objective = Literal["classification", "seq2seq"]
-Format = Literal["csv", "tsv", "json", "jsonl", "parquet", "parallel", "sample"]
-ModelType = Literal["unigram", "bpe"]
+from omegaconf import MISSING
+
+from transformer.errors import UserError
 
 SPLITS = ("train", "validation", "test")  # canonical split names; test is optional
 FORMATS = ("csv", "tsv", "json", "jsonl", "parquet", "parallel", "sample")
 SAMPLE_OBJECTIVES = {"sentiment": "classification", "translation": "seq2seq", "summarization": "seq2seq"}
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Raw data or a dataset setting that cannot work. The message is one line that says what to change."""
 
 
@@ -26,7 +26,7 @@ class DataError(ValueError):
 class TokenizerConfig:
     """SentencePiece settings. Ids are fixed: pad=0, unk=1, bos=2, eos=3."""
 
-    model_type: ModelType = "unigram"
+    model_type: str = "unigram"  # unigram | bpe
     vocab_size: int = 8000
     shared: bool = True  # seq2seq: one model for source and target (required to share embeddings)
     tgt_vocab_size: int | None = None  # separate target model only; None = vocab_size
@@ -37,18 +37,18 @@ class TokenizerConfig:
 
     def __post_init__(self) -> None:
         if self.model_type not in ("unigram", "bpe"):
-            raise ValueError(f"tokenizer.model_type={self.model_type!r} is not one of ('unigram', 'bpe')")
+            raise DataError(f"tokenizer.model_type={self.model_type!r} is not one of ('unigram', 'bpe')")
         for name in ("vocab_size", "tgt_vocab_size"):
             value = getattr(self, name)
             # 4 ids are reserved for pad/unk/bos/eos, and SentencePiece needs room for the characters
             if value is not None and (not _is_int(value) or value < 8):
-                raise ValueError(f"tokenizer.{name} must be an integer >= 8, got {value!r}")
+                raise DataError(f"tokenizer.{name} must be an integer >= 8, got {value!r}")
         if self.tgt_vocab_size is not None and self.shared:
-            raise ValueError("tokenizer.tgt_vocab_size needs tokenizer.shared=false (a shared model has one size)")
+            raise DataError("tokenizer.tgt_vocab_size needs tokenizer.shared=false (a shared model has one size)")
         if not 0.9 <= self.character_coverage <= 1.0:
-            raise ValueError(f"tokenizer.character_coverage must be in [0.9, 1], got {self.character_coverage!r}")
+            raise DataError(f"tokenizer.character_coverage must be in [0.9, 1], got {self.character_coverage!r}")
         if not _is_int(self.input_sentence_size) or self.input_sentence_size < 0:
-            raise ValueError(f"tokenizer.input_sentence_size must be >= 0, got {self.input_sentence_size!r}")
+            raise DataError(f"tokenizer.input_sentence_size must be >= 0, got {self.input_sentence_size!r}")
 
 
 @dataclass
@@ -59,9 +59,9 @@ class DatasetConfig:
     resolved (absolute, or relative to `data_root`); otherwise `hub`.
     """
 
-    name: str  # cache folder: <cache_dir>/<name>/
-    objective: Objective
-    format: Format | None = None  # of the local files; sample = generated offline data
+    name: str = MISSING  # cache folder: <cache_dir>/<name>/
+    objective: str = MISSING  # classification | seq2seq
+    format: str | None = None  # csv | tsv | json | jsonl | parquet | parallel (local files); sample = generated
     local_dir: str | None = None  # absolute, or relative to paths.data_root
     # canonical split -> file name or glob inside local_dir; for `parallel` the file stem (train -> train.de.gz)
     splits: dict[str, str] = field(default_factory=dict)
@@ -87,26 +87,28 @@ class DatasetConfig:
     def __post_init__(self) -> None:
         if isinstance(self.tokenizer, dict):
             self.tokenizer = _build(TokenizerConfig, self.tokenizer, "dataset.tokenizer")
+        if self.name == MISSING or self.objective == MISSING:
+            raise DataError("the dataset needs a name and an objective: pick one with dataset=<name>")
         if not isinstance(self.name, str) or not self.name or "/" in self.name or self.name.startswith("."):
-            raise ValueError(f"dataset.name must be a plain folder name, got {self.name!r}")
+            raise DataError(f"dataset.name must be a plain folder name, got {self.name!r}")
         if self.objective not in ("classification", "seq2seq"):
-            raise ValueError(f"dataset.objective={self.objective!r} is not one of ('classification', 'seq2seq')")
+            raise DataError(f"dataset.objective={self.objective!r} is not one of ('classification', 'seq2seq')")
         if self.format is not None and self.format not in FORMATS:
-            raise ValueError(f"dataset.format={self.format!r} is not one of {FORMATS}")
+            raise DataError(f"dataset.format={self.format!r} is not one of {FORMATS}")
         if self.format == "sample":
             if self.sample not in SAMPLE_OBJECTIVES:
-                raise ValueError(f"dataset.sample={self.sample!r} is not one of {tuple(SAMPLE_OBJECTIVES)}")
+                raise DataError(f"dataset.sample={self.sample!r} is not one of {tuple(SAMPLE_OBJECTIVES)}")
             if SAMPLE_OBJECTIVES[self.sample] != self.objective:
-                raise ValueError(f"dataset.sample={self.sample!r} is a {SAMPLE_OBJECTIVES[self.sample]} sample")
+                raise DataError(f"dataset.sample={self.sample!r} is a {SAMPLE_OBJECTIVES[self.sample]} sample")
             self.splits = self.splits or {split: f"{split}.jsonl" for split in SPLITS}
         elif self.local_dir is None and self.hub is None:
-            raise ValueError(f"dataset {self.name!r} needs a source: dataset.local_dir, dataset.hub or format: sample")
+            raise DataError(f"dataset {self.name!r} needs a source: dataset.local_dir, dataset.hub or format: sample")
         if self.local_dir is not None and self.format in (None, "sample"):
-            raise ValueError(f"dataset.local_dir needs dataset.format, one of {FORMATS[:-1]}")
+            raise DataError(f"dataset.local_dir needs dataset.format, one of {FORMATS[:-1]}")
         if self.format == "parallel" and not (self.src_lang and self.tgt_lang):
-            raise ValueError("dataset.format=parallel needs dataset.src_lang and dataset.tgt_lang")
+            raise DataError("dataset.format=parallel needs dataset.src_lang and dataset.tgt_lang")
         if self.format == "parallel" and self.objective != "seq2seq":
-            raise ValueError("dataset.format=parallel is for seq2seq datasets")
+            raise DataError("dataset.format=parallel is for seq2seq datasets")
         _check_splits(self.splits, "dataset.splits", required=self.local_dir is not None or self.format == "sample")
         if self.hub_splits is not None:
             _check_splits(self.hub_splits, "dataset.hub_splits", required=True)
@@ -115,14 +117,14 @@ class DatasetConfig:
         if self.objective == "classification":
             names = self.label_names
             if not names or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
-                raise ValueError(f"dataset.label_names must be a list of distinct names, got {names!r}")
+                raise DataError(f"dataset.label_names must be a list of distinct names, got {names!r}")
             self.label_names = list(names)
         self.reference_columns = list(self.reference_columns)
         for name in ("max_source_len", "max_target_len"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 2:
-                raise ValueError(f"dataset.{name} must be an integer >= 2, got {getattr(self, name)!r}")
+                raise DataError(f"dataset.{name} must be an integer >= 2, got {getattr(self, name)!r}")
         if self.max_examples is not None and (not _is_int(self.max_examples) or self.max_examples <= 0):
-            raise ValueError(f"dataset.max_examples must be a positive integer or null, got {self.max_examples!r}")
+            raise DataError(f"dataset.max_examples must be a positive integer or null, got {self.max_examples!r}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> DatasetConfig:
@@ -137,19 +139,19 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in {where}; valid keys: {sorted(known)}")
+        raise DataError(f"unknown key(s) {unknown} in {where}; valid keys: {sorted(known)}")
     return cls(**values)
 
 
 def _check_splits(splits: Any, where: str, required: bool) -> None:
     if not isinstance(splits, dict) or not all(isinstance(v, str) and v for v in splits.values()):
-        raise ValueError(f"{where} must map split names to non-empty strings, got {splits!r}")
+        raise DataError(f"{where} must map split names to non-empty strings, got {splits!r}")
     unknown = sorted(set(splits) - set(SPLITS))
     if unknown:
-        raise ValueError(f"{where} has unknown split(s) {unknown}; use {SPLITS}")
+        raise DataError(f"{where} has unknown split(s) {unknown}; use {SPLITS}")
     missing = [s for s in ("train", "validation") if s not in splits]
     if required and missing:
-        raise ValueError(f"{where} needs {missing} (test is optional), got {sorted(splits)}")
+        raise DataError(f"{where} needs {missing} (test is optional), got {sorted(splits)}")
 
 
 def _is_int(value: Any) -> bool:

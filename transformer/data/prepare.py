@@ -31,7 +31,6 @@ from typing import Any
 import datasets
 import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict, Features, List, Value
-from omegaconf import DictConfig, OmegaConf
 
 from transformer.data.config import SPLITS, DataError, DatasetConfig
 from transformer.data.sources import RawSplit, load_splits, source_identity, source_kind
@@ -147,21 +146,15 @@ def load_prepared(directory: str | Path) -> PreparedData:
     )
 
 
-def prepare_from_config(cfg: DictConfig) -> PreparedData:
-    """Prepare the dataset of a composed `prepare_data.yaml` config and print a one-line summary."""
-    dataset_cfg = DatasetConfig.from_dict(OmegaConf.to_container(cfg.dataset, resolve=True))
-    objective = OmegaConf.select(cfg, "task.objective")
-    if objective is not None and objective != dataset_cfg.objective:
-        raise DataError(
-            f"task {OmegaConf.select(cfg, 'task.name')!r} needs a {objective} dataset, "
-            f"but dataset {dataset_cfg.name!r} is {dataset_cfg.objective}"
-        )
+def prepare_from_config(config) -> PreparedData:
+    """Prepare the dataset of a typed entry config (TrainConfig, PrepareConfig, ...: see transformer/schema.py,
+    which also checks that the task and the dataset agree) and print a one-line summary."""
     data = prepare_dataset(
-        dataset_cfg,
-        data_root=cfg.paths.data_root,
-        cache_dir=cfg.paths.cache_dir,
-        num_proc=cfg.get("num_proc"),
-        force=bool(cfg.get("force", False)),
+        config.dataset,
+        data_root=config.paths.data_root,
+        cache_dir=config.paths.cache_dir,
+        num_proc=getattr(config, "num_proc", None),
+        force=bool(getattr(config, "force", False)),
     )
     print(data.summary())
     return data

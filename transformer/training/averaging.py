@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
+
+from transformer.errors import ConfigError
+from transformer.training.checkpoint import CheckpointError, load_checkpoint, save_atomic
 
 EPOCH_FILE = re.compile(r"^epoch(\d+)\.ckpt$")
 
@@ -26,15 +28,13 @@ def average_checkpoints(paths: Sequence[str | Path]) -> dict[str, Any]:
     checkpoint's value. Every checkpoint must have the same keys and shapes.
     """
     if not paths:
-        raise ValueError("average_checkpoints needs at least one checkpoint")
-    from transformer.training.inference import load_checkpoint  # inference imports train, which imports us
-
+        raise CheckpointError("average_checkpoints needs at least one checkpoint")
     checkpoints = [load_checkpoint(path) for path in paths]
     reference = checkpoints[0]["state_dict"]
     for path, checkpoint in zip(paths[1:], checkpoints[1:], strict=True):
         state = checkpoint["state_dict"]
         if state.keys() != reference.keys() or any(state[k].shape != reference[k].shape for k in reference):
-            raise ValueError(f"{path} has other parameters than {paths[0]}: average checkpoints of one run only")
+            raise CheckpointError(f"{path} has other parameters than {paths[0]}: average checkpoints of one run only")
     averaged = {}
     for key, value in reference.items():
         if value.is_floating_point():
@@ -66,7 +66,7 @@ class AverageLastEpochs(pl.Callback):
 
     def __init__(self, dirpath: str, last_k: int = 5) -> None:
         if last_k < 1:
-            raise ValueError(f"last_k must be >= 1, got {last_k}")
+            raise ConfigError(f"last_k must be >= 1, got {last_k}")
         self.dirpath = Path(dirpath)
         self.last_k = last_k
         self.averaged_path: Path | None = None
@@ -89,7 +89,5 @@ class AverageLastEpochs(pl.Callback):
         pl_module.load_state_dict(averaged["state_dict"])
         self.averaged_path = self.dirpath.parent / "averaged.ckpt"
         if trainer.is_global_zero:
-            tmp = self.averaged_path.with_suffix(".tmp")
-            torch.save(averaged, tmp)
-            tmp.replace(self.averaged_path)
+            save_atomic(averaged, self.averaged_path)
         trainer.strategy.barrier()

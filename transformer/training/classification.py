@@ -12,19 +12,27 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from transformer.config import ModelConfig
 from transformer.model import EncoderClassifier
-from transformer.training.optim import OptimConfig, build_optimizer, total_training_steps
+from transformer.training.common import NonFiniteGuard, configure_optimizers, save_artifacts
+from transformer.training.optim import OptimConfig
 
 
 class ClassificationModule(pl.LightningModule):
-    def __init__(self, model_config: ModelConfig, optim: OptimConfig, artifacts: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        model_config: ModelConfig,
+        optim: OptimConfig,
+        metrics: list[str],  # of acc (accuracy), f1 (macro-F1)
+        artifacts: dict[str, Any],
+        max_nonfinite_steps: int = 10,
+    ) -> None:
         super().__init__()
         self.model = EncoderClassifier(model_config)
         self.optim = optim
         self.artifacts = artifacts  # tokenizer, config and labels, stored in every checkpoint
+        self.guard = NonFiniteGuard(max_nonfinite_steps)
         n = model_config.num_classes
-        metrics = MetricCollection(
-            {"acc": MulticlassAccuracy(n, average="micro"), "f1": MulticlassF1Score(n, average="macro")}
-        )
+        available = {"acc": MulticlassAccuracy(n, average="micro"), "f1": MulticlassF1Score(n, average="macro")}
+        metrics = MetricCollection({name: available[name] for name in metrics})
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         self.predictions: list[tuple[int, int, float]] = []  # (example index, label, probability), test only
@@ -38,7 +46,7 @@ class ClassificationModule(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         loss = self._loss(self(batch["src"]), batch["label"], self.optim.label_smoothing)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["label"].numel())
-        return loss
+        return self.guard(self, loss)
 
     def _evaluate(self, batch, stage: str, metrics: MetricCollection) -> None:
         logits = self(batch["src"])
@@ -59,8 +67,7 @@ class ClassificationModule(pl.LightningModule):
         self._evaluate(batch, "test", self.test_metrics)
 
     def configure_optimizers(self):
-        optimizer, scheduler = build_optimizer(self.model, self.optim, total_training_steps(self.trainer))
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return configure_optimizers(self)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["transformer"] = self.artifacts
+        save_artifacts(self, checkpoint)

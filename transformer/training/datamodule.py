@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from transformer.data import TokenBudgetBatchSampler, collate_classification, collate_seq2seq, example_lengths
+from transformer.errors import ConfigError
 
 
 @dataclass
@@ -22,7 +23,7 @@ class BatchingConfig:
 
     def __post_init__(self) -> None:
         if self.max_tokens is None and self.batch_size is None:
-            raise ValueError("batching needs max_tokens or batch_size: set batching.max_tokens=4096, for example")
+            raise ConfigError("batching needs max_tokens or batch_size: set batching.max_tokens=4096, for example")
 
 
 class Collate:

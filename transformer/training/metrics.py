@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import sacrebleu
 from rouge_score import rouge_scorer
 
+from transformer.errors import ConfigError
+
 GENERATION_METRICS = ("bleu", "chrf", "rouge1", "rouge2", "rougeL")
 
 
@@ -20,9 +22,9 @@ def generation_metrics(
     """
     unknown = sorted(set(names) - set(GENERATION_METRICS))
     if unknown:
-        raise ValueError(f"unknown metrics {unknown}; choose among {GENERATION_METRICS}")
+        raise ConfigError(f"unknown metrics {unknown}; choose among {GENERATION_METRICS}")
     if len(hypotheses) != len(references):
-        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} reference lists")
+        raise ConfigError(f"{len(hypotheses)} hypotheses but {len(references)} reference lists")
     results: dict[str, float] = {}
     if not hypotheses:
         return results

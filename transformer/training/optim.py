@@ -8,28 +8,32 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from transformer.errors import ConfigError
+
 
 @dataclass
 class OptimConfig:
-    lr: float = 7e-4  # peak learning rate, reached at the end of warmup
-    betas: tuple[float, float] = (0.9, 0.98)
+    lr: float = 1e-3  # peak learning rate, reached at the end of warmup
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     eps: float = 1e-9
     weight_decay: float = 0.01
     schedule: str = "noam"  # "noam" (inverse square root) | "cosine" | "constant"
-    warmup_steps: int = 4000
+    warmup_steps: int = 400
     min_lr_ratio: float = 0.0  # cosine: final lr = min_lr_ratio * lr
     label_smoothing: float = 0.1
     no_decay: list[str] = field(default_factory=lambda: ["bias", "norm", "embed"])
 
     def __post_init__(self) -> None:
         if self.schedule not in ("noam", "cosine", "constant"):
-            raise ValueError(f"optim.schedule={self.schedule!r} is not one of ('noam', 'cosine', 'constant')")
+            raise ConfigError(f"optim.schedule={self.schedule!r} is not one of ('noam', 'cosine', 'constant')")
         if not self.lr > 0:
-            raise ValueError(f"optim.lr must be > 0, got {self.lr}")
+            raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
         if self.warmup_steps < 0:
-            raise ValueError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+            raise ConfigError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
         if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"optim.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+            raise ConfigError(f"optim.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if len(self.betas) != 2:
+            raise ConfigError(f"optim.betas must be two numbers, got {list(self.betas)}")
         self.betas = tuple(self.betas)
 
 

@@ -3,7 +3,7 @@ training, beam search with sacreBLEU / chrF / ROUGE for validation and test."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytorch_lightning as pl
@@ -12,9 +12,11 @@ import torch.distributed as dist
 
 from transformer.config import ModelConfig
 from transformer.decoding import beam_search, greedy_search
+from transformer.errors import ConfigError
 from transformer.model import EncoderDecoder
+from transformer.training.common import NonFiniteGuard, configure_optimizers, save_artifacts
 from transformer.training.metrics import generation_metrics
-from transformer.training.optim import OptimConfig, build_optimizer, total_training_steps
+from transformer.training.optim import OptimConfig
 
 
 @dataclass
@@ -24,15 +26,14 @@ class DecodingConfig:
     max_len_a: float = 1.2  # budget of a*source_length + b generated tokens
     max_len_b: int = 10
     min_len: int = 0  # no EOS before this many tokens (fairseq --min-len), unless the budget ends first
-    val_beam_size: int | None = None  # None: beam_size; 1: greedy, faster validation during training
+    val_beam_size: int | None = 1  # validation during training: 1 is greedy (fast); None: beam_size
     val_max_batches: int | None = None  # decode only the first batches of validation (loss uses all)
-    metrics: list[str] = field(default_factory=lambda: ["bleu", "chrf"])
 
     def __post_init__(self) -> None:
         if self.beam_size < 1 or (self.val_beam_size is not None and self.val_beam_size < 1):
-            raise ValueError(f"beam sizes must be >= 1, got {self.beam_size} / {self.val_beam_size}")
+            raise ConfigError(f"beam sizes must be >= 1, got {self.beam_size} / {self.val_beam_size}")
         if self.min_len < 0:
-            raise ValueError(f"decoding.min_len must be >= 0, got {self.min_len}")
+            raise ConfigError(f"decoding.min_len must be >= 0, got {self.min_len}")
 
 
 class Seq2SeqModule(pl.LightningModule):
@@ -41,13 +42,16 @@ class Seq2SeqModule(pl.LightningModule):
         model_config: ModelConfig,
         optim: OptimConfig,
         decoding: DecodingConfig,
+        metrics: list[str],  # of bleu, chrf, rouge1, rouge2, rougeL
         tokenizer,  # target-side tokenizer: ids -> detokenized text
         artifacts: dict[str, Any],
+        max_nonfinite_steps: int = 10,
     ) -> None:
         super().__init__()
         self.model = EncoderDecoder(model_config)
-        self.optim, self.decoding, self.tokenizer = optim, decoding, tokenizer
+        self.optim, self.decoding, self.metric_names, self.tokenizer = optim, decoding, list(metrics), tokenizer
         self.artifacts = artifacts
+        self.guard = NonFiniteGuard(max_nonfinite_steps)
         self.pad_id = model_config.pad_id
         self._outputs: list[tuple[int, str, list[str]]] = []  # (example index, hypothesis, references)
         self.predictions: list[tuple[int, str]] = []
@@ -61,7 +65,7 @@ class Seq2SeqModule(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         loss = self._loss(batch, self.optim.label_smoothing)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["src"].size(0))
-        return loss
+        return self.guard(self, loss)
 
     def generate(self, src: torch.Tensor, beam_size: int | None = None) -> list[str]:
         """Detokenized outputs for a batch of source ids (B, S)."""
@@ -94,7 +98,7 @@ class Seq2SeqModule(pl.LightningModule):
             outputs = [item for part in gathered for item in part]
         unique = dict((index, (hyp, refs)) for index, hyp, refs in outputs)  # samplers may repeat examples
         ordered = [unique[i] for i in sorted(unique)]
-        scores = generation_metrics([h for h, _ in ordered], [r for _, r in ordered], self.decoding.metrics)
+        scores = generation_metrics([h for h, _ in ordered], [r for _, r in ordered], self.metric_names)
         # every rank holds the same gathered values, so no further reduction is needed
         self.log_dict({f"{stage}/{k}": float(v) for k, v in scores.items()}, prog_bar=stage == "val")
         if stage == "test":
@@ -120,8 +124,7 @@ class Seq2SeqModule(pl.LightningModule):
         self._log_generation_metrics("test")
 
     def configure_optimizers(self):
-        optimizer, scheduler = build_optimizer(self.model, self.optim, total_training_steps(self.trainer))
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return configure_optimizers(self)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["transformer"] = self.artifacts
+        save_artifacts(self, checkpoint)

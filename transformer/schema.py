@@ -1,0 +1,261 @@
+"""The schema of every config: Hydra structured configs, registered in Hydra's ConfigStore.
+
+Each group's fields, types and defaults are defined once, by a dataclass: `model` by ModelConfig, `dataset` by
+DatasetConfig, `optim` by OptimConfig, `batching` by BatchingConfig, `decoding` by DecodingConfig, `task` and
+`paths` below. The YAML files under transformer/conf/ hold values only. Each entry config (train.yaml,
+evaluate.yaml, ...) starts its defaults list with its schema (`train_schema`, ...), so composition rejects a
+misspelled key or a wrongly typed value, naming the key, before any data is prepared; `typed(cfg)` then builds the
+dataclasses, whose `__post_init__` checks ranges and combinations.
+
+Lightning's own settings (`trainer`, `callbacks`, `logger`) stay open dicts: they are passed to Lightning, whose
+signatures we do not copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from transformer.config import ModelConfig
+from transformer.data.config import DatasetConfig
+from transformer.errors import ConfigError
+from transformer.training.datamodule import BatchingConfig
+from transformer.training.metrics import GENERATION_METRICS
+from transformer.training.optim import OptimConfig
+from transformer.training.seq2seq import DecodingConfig
+
+OBJECTIVES = ("classification", "seq2seq")
+CLASSIFICATION_METRICS = ("acc", "f1")
+
+
+@dataclass
+class TaskConfig:
+    """What to optimize and how to score it: the objective, its metrics and the monitored one."""
+
+    name: str = MISSING
+    objective: str = MISSING  # classification | seq2seq
+    metrics: list[str] = field(default_factory=list)  # classification: acc, f1; seq2seq: bleu, chrf, rouge1/2/L
+    monitor: str = "val/loss"  # what checkpointing and early stopping watch; one of logged_metrics()
+    mode: str = "min"  # min | max
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"task.objective={self.objective!r} is not one of {OBJECTIVES}")
+        known = CLASSIFICATION_METRICS if self.objective == "classification" else GENERATION_METRICS
+        unknown = sorted(set(self.metrics) - set(known))
+        if unknown:
+            raise ConfigError(f"task.metrics has {unknown}, which a {self.objective} task cannot compute: use {known}")
+        if self.mode not in ("min", "max"):
+            raise ConfigError(f"task.mode={self.mode!r} is not one of ('min', 'max')")
+        check_monitor("task.monitor", self.monitor, self)
+
+    def logged_metrics(self) -> list[str]:
+        """The validation metrics this task logs every epoch."""
+        return ["val/loss", *(f"val/{name}" for name in self.metrics)]
+
+
+def check_monitor(key: str, monitor: str | None, task: TaskConfig) -> None:
+    """A monitored metric the task never logs would fail only after the first epoch: refuse it up front."""
+    if monitor is not None and monitor not in task.logged_metrics():
+        raise ConfigError(
+            f"{key}={monitor!r} is never logged by task {task.name!r}; choose one of {', '.join(task.logged_metrics())}"
+        )
+
+
+def check_objectives(task: TaskConfig, dataset: DatasetConfig) -> None:
+    if dataset.objective != task.objective:
+        raise ConfigError(
+            f"task {task.name!r} needs a {task.objective} dataset, but dataset {dataset.name!r} is "
+            f"{dataset.objective}: pick a matching dataset= or task="
+        )
+
+
+@dataclass
+class PathsConfig:
+    data_root: str | None = "${oc.env:TRANSFORMER_DATA_ROOT,null}"  # raw local datasets, e.g. ../shared/data
+    cache_dir: str = "${oc.env:TRANSFORMER_CACHE_DIR,data}"  # prepared caches: <cache_dir>/<dataset.name>/
+    output_dir: str | None = None  # training: the run directory (train.yaml: Hydra's output dir)
+
+
+@dataclass
+class TrainConfig:
+    task: TaskConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)  # seq2seq tasks only
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    trainer: dict[str, Any] = field(default_factory=dict)  # pytorch_lightning.Trainer arguments
+    callbacks: dict[str, Any] = field(default_factory=dict)  # name -> {_target_: ..., args}
+    logger: dict[str, Any] = field(default_factory=dict)  # name -> {_target_: ..., args}
+    seed: int = 42
+    precision: str = "auto"  # auto: bf16-mixed where the CPU or GPU supports bf16, else 32-true; or Lightning's
+    ckpt_path: str | None = None  # resume a run: continues with its optimizer, scheduler, step and data order
+    max_nonfinite_steps: int = 10  # a NaN/inf loss skips its step; this many in a row stop the run
+
+    def __post_init__(self) -> None:
+        check_objectives(self.task, self.dataset)
+        for name, node in self.callbacks.items():
+            if isinstance(node, dict) and "monitor" in node:
+                check_monitor(f"callbacks.{name}.monitor", node["monitor"], self.task)
+        check_trainer_args(self.trainer)
+        if self.max_nonfinite_steps < 1:
+            raise ConfigError(f"max_nonfinite_steps must be >= 1, got {self.max_nonfinite_steps}")
+
+
+@dataclass
+class SampleTuning:
+    """The training values a demo sample's dataset file brings along (experiment/<task>_sample.yaml): unused by
+    the entry points that only read data, which accept them so that every dataset option composes there."""
+
+    trainer: dict[str, Any] = field(default_factory=dict)
+    optim: dict[str, Any] = field(default_factory=dict)
+    batching: dict[str, Any] = field(default_factory=dict)
+
+
+MANAGED_TRAINER_ARGS = ("callbacks", "logger", "precision", "default_root_dir", "use_distributed_sampler")
+
+
+def check_trainer_args(trainer: dict[str, Any]) -> None:
+    """`trainer` is passed to pytorch_lightning.Trainer as it is: check its keys and simple value types against
+    the installed Trainer's own signature (not a copy of it), so a typo fails now and not after data preparation."""
+    import difflib
+    import typing
+
+    import pytorch_lightning as pl
+
+    hints = typing.get_type_hints(pl.Trainer.__init__)
+    for key, value in trainer.items():
+        if key in MANAGED_TRAINER_ARGS:
+            raise ConfigError(f"trainer.{key} is set from the top-level config: remove it from trainer (see --cfg job)")
+        if key not in hints:
+            close = difflib.get_close_matches(key, list(hints), n=1)
+            hint = f" (did you mean trainer.{close[0]}?)" if close else ""
+            raise ConfigError(f"trainer.{key} is not an argument of pytorch_lightning.Trainer{hint}")
+        if not _fits(value, hints[key]):
+            raise ConfigError(f"trainer.{key}={value!r} does not fit pytorch_lightning.Trainer's type {hints[key]}")
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a plain config value can be the argument; hints other than simple types are not checked."""
+    import types
+    import typing
+
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return not isinstance(value, bool | int | float | str) or origin is None and hint is typing.Any
+
+
+@dataclass
+class PrepareConfig(SampleTuning):
+    task: TaskConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    num_proc: int | None = None  # encoding processes; None: from the CPU count and corpus size
+    force: bool = False  # rebuild the cache even when it is valid
+
+    def __post_init__(self) -> None:
+        check_objectives(self.task, self.dataset)
+
+
+@dataclass
+class EvaluateConfig:
+    ckpt: str = MISSING  # a checkpoint, or a run directory (its averaged, best or last checkpoint)
+    split: str = "test"
+    output_dir: str | None = None  # metrics and predictions; None: next to the checkpoint
+    dataset: DatasetConfig | None = None  # None: the dataset the checkpoint was trained on
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)  # eval_max_tokens: padded tokens per batch
+    trainer: dict[str, Any] = field(default_factory=dict)  # pytorch_lightning.Trainer arguments (accelerator...)
+    optim: dict[str, Any] = field(default_factory=dict)  # unused: a demo sample's tuning may set it
+    decoding: dict[str, Any] = field(default_factory=dict)  # DecodingConfig keys; null keeps the checkpoint's
+
+
+@dataclass
+class PredictConfig:
+    ckpt: str = MISSING  # a checkpoint, or a run directory (its averaged, best or last checkpoint)
+    text: str | None = None  # one input; otherwise `input` or standard input, one per line
+    input: str | None = None
+    batch_size: int = 32
+    decoding: dict[str, Any] = field(default_factory=dict)  # DecodingConfig keys; null keeps the checkpoint's
+
+
+@dataclass
+class LeadBaselineConfig(SampleTuning):
+    task: TaskConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    ks: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 15, 20, 25, 30])
+    tune_split: str = "validation"
+    eval_split: str = "test"
+    select_by: str = "rougeL"
+    output: str | None = None  # write the tuning table and the scores as JSON here
+
+    def __post_init__(self) -> None:
+        check_objectives(self.task, self.dataset)
+
+
+SCHEMAS = {
+    "train_schema": TrainConfig,
+    "prepare_data_schema": PrepareConfig,
+    "evaluate_schema": EvaluateConfig,
+    "predict_schema": PredictConfig,
+    "lead_baseline_schema": LeadBaselineConfig,
+}
+
+
+def register() -> None:
+    """Store the schemas in Hydra's ConfigStore (idempotent); the entry configs name them first in their defaults."""
+    store = ConfigStore.instance()
+    for name, schema in SCHEMAS.items():
+        store.store(name=name, node=schema)
+
+
+T = TypeVar("T")
+
+
+def typed(cfg: DictConfig) -> Any:
+    """The composed config as its dataclasses (runs every __post_init__ check); a bad value is a ConfigError."""
+    try:
+        return OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as error:
+        raise ConfigError(one_line(error)) from None
+
+
+def build(cls: type[T], values: dict[str, Any] | DictConfig, where: str) -> T:
+    """A schema dataclass from plain values (e.g. stored in a checkpoint), checked like a composed config."""
+    try:
+        node = OmegaConf.merge(OmegaConf.structured(cls), values)
+        return OmegaConf.to_object(node)
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"{where}: {one_line(error)}") from None
+
+
+def one_line(error: BaseException) -> str:
+    """An OmegaConf/Hydra message in one line: its first line, and the key it names."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    key = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("full_key:")), "")
+    return f"{key}: {lines[0]}" if key else lines[0]
+
+
+register()

@@ -1,0 +1,171 @@
+"""The checkpoint format: what a checkpoint holds, and saving, loading, finding and inspecting checkpoints.
+
+A checkpoint is Lightning's dict (state_dict, and for a full checkpoint optimizer_states, lr_schedulers, loops,
+callbacks) plus our `transformer` entry, the artifacts that make it self-contained:
+
+    format          CHECKPOINT_FORMAT
+    objective       classification | seq2seq
+    task            the task name (sentiment, translation, ...)
+    config          the resolved training config (a plain dict)
+    model_config    ModelConfig.to_dict()
+    src_tokenizer   the SentencePiece model's bytes; tgt_tokenizer: the target one, or None when shared
+    label_names     classification labels, in id order
+
+Everything is a tensor or a plain Python value, so checkpoints load with torch.load(weights_only=True): no
+pickled code runs.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from transformer.data import Tokenizer
+from transformer.errors import UserError
+
+CHECKPOINT_FORMAT = 2  # 2: task metrics moved from config.decoding.metrics to config.task.metrics
+READABLE_FORMATS = (1, 2)
+FULL_KEYS = ("optimizer_states", "lr_schedulers", "loops")  # what resuming needs beyond the weights
+RUN_DIR_CHOICES = ("averaged", "best", "last")
+
+
+class CheckpointError(UserError):
+    """A checkpoint that is missing, unreadable, or not of the expected kind."""
+
+
+def make_artifacts(
+    config: dict[str, Any], model_config: dict[str, Any], src: Tokenizer, tgt: Tokenizer, labels: list[str] | None
+) -> dict[str, Any]:
+    """The `transformer` entry of every checkpoint a training run writes."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "objective": config["task"]["objective"],
+        "task": config["task"]["name"],
+        "config": config,
+        "model_config": model_config,
+        "src_tokenizer": src.to_bytes(),
+        "tgt_tokenizer": None if src is tgt else tgt.to_bytes(),
+        "label_names": list(labels or []),
+    }
+
+
+def load_checkpoint(path: str | Path, objective: str | None = None) -> dict[str, Any]:
+    """torch.load with weights_only=True (no pickled code runs), then checks that it is one of ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint {path} does not exist: pass a run directory or <run dir>/checkpoints/<name>.ckpt"
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or truncated ({reason[:120]}): copy it again or use another one"
+        ) from None
+    artifacts = checkpoint.get("transformer") if isinstance(checkpoint, dict) else None
+    if not isinstance(artifacts, dict) or artifacts.get("format") not in READABLE_FORMATS:
+        raise CheckpointError(f"{path} is not a checkpoint written by this framework's scripts/train.py")
+    if artifacts["format"] == 1:  # task metrics lived in the decoding config
+        config = artifacts["config"]
+        metrics = config.get("decoding", {}).pop("metrics", None)
+        config["task"].setdefault("metrics", metrics or (["acc", "f1"] if artifacts["objective"] != "seq2seq" else []))
+        artifacts["format"] = CHECKPOINT_FORMAT
+    if objective is not None and artifacts["objective"] != objective:
+        raise CheckpointError(
+            f"{path} is a {artifacts['task']} ({artifacts['objective']}) checkpoint, but this needs a "
+            f"{objective} one: pass a checkpoint trained with a matching task"
+        )
+    return checkpoint
+
+
+def is_full(checkpoint: dict[str, Any]) -> bool:
+    """Whether training can resume from it (weights-only checkpoints, e.g. averaged.ckpt, cannot)."""
+    return all(key in checkpoint for key in FULL_KEYS)
+
+
+def check_resumable(path: str | Path, task: str) -> None:
+    """`ckpt_path=` must be a full checkpoint of this framework and of the same task; checked before any work."""
+    checkpoint = load_checkpoint(path)
+    artifacts = checkpoint["transformer"]
+    if not is_full(checkpoint):
+        raise CheckpointError(
+            f"ckpt_path={path} holds weights only (no optimizer or loop state), so training cannot resume from it: "
+            f"pass a full checkpoint such as <run dir>/checkpoints/last.ckpt"
+        )
+    if artifacts["task"] != task:
+        raise CheckpointError(
+            f"ckpt_path={path} is a {artifacts['task']} checkpoint, but this run trains task={task}: "
+            f"resume with the task it was trained on"
+        )
+
+
+def resolve_checkpoint(path: str | Path) -> tuple[Path, str]:
+    """A checkpoint file, or the checkpoint a run directory stands for, and which one it is.
+
+    A run directory (or its checkpoints/ folder) stands for its averaged weights when it has them, else the best
+    checkpoint by the task's monitored metric (from metrics.json), else last.ckpt.
+    """
+    path = Path(path)
+    if path.is_file() or not path.is_dir():
+        return path, "file"
+    run = path.parent if path.name == "checkpoints" and not (path / "checkpoints").is_dir() else path
+    folder = run / "checkpoints"
+    candidates = {"averaged": folder / "averaged.ckpt", "last": folder / "last.ckpt"}
+    metrics = run / "metrics.json"
+    if metrics.is_file():
+        best = json.loads(metrics.read_text()).get("best_checkpoint")
+        if best:
+            candidates["best"] = Path(best) if Path(best).is_absolute() else run / best
+    for choice in RUN_DIR_CHOICES:
+        if choice in candidates and candidates[choice].is_file():
+            return candidates[choice], choice
+    raise CheckpointError(
+        f"run directory {run} has no checkpoint (looked for checkpoints/averaged.ckpt, the best one named in "
+        f"metrics.json, checkpoints/last.ckpt): pass a .ckpt file"
+    )
+
+
+def tokenizers(artifacts: dict[str, Any]) -> tuple[Tokenizer, Tokenizer]:
+    src = Tokenizer.from_bytes(artifacts["src_tokenizer"])
+    tgt = src if artifacts["tgt_tokenizer"] is None else Tokenizer.from_bytes(artifacts["tgt_tokenizer"])
+    return src, tgt
+
+
+def save_atomic(obj: Any, path: str | Path) -> None:
+    """torch.save to a temporary file, then rename: a kill during the write never leaves a truncated file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def write_json(path: str | Path, values: dict[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def describe(path: str | Path) -> dict[str, Any]:
+    """What a checkpoint holds, without building the model: task, sizes, step, and whether it can resume."""
+    checkpoint = load_checkpoint(path)
+    artifacts = checkpoint["transformer"]
+    return {
+        "task": artifacts["task"],
+        "objective": artifacts["objective"],
+        "dataset": artifacts["config"].get("dataset", {}).get("name"),
+        "model": artifacts["model_config"],
+        "parameters": sum(t.numel() for t in checkpoint["state_dict"].values() if t.is_floating_point()),
+        "global_step": checkpoint.get("global_step"),
+        "epoch": checkpoint.get("epoch"),
+        "resumable": is_full(checkpoint),
+        "averaged_from": checkpoint.get("averaged_from"),
+    }
