@@ -9,6 +9,7 @@ import pytest
 
 from transformer.baselines import lead_baseline, lead_words
 from transformer.data import prepare_from_config
+from transformer.schema import typed
 from transformer.training.metrics import generation_metrics
 
 
@@ -32,7 +33,7 @@ def test_lead_baseline_tunes_k_on_validation(tmp_path, compose_config):
     assert tuning[str(result["k"])]["rougeL"] == max(scores["rougeL"] for scores in tuning.values())
     assert len({scores["rougeL"] for scores in tuning.values()}) > 1  # k matters
 
-    test = prepare_from_config(cfg).splits["test"]
+    test = prepare_from_config(typed(cfg)).splits["test"]
     hypotheses = [lead_words(source, result["k"]) for source in test["source"]]
     expected = generation_metrics(hypotheses, [[t] for t in test["target"]], ["rouge1", "rouge2", "rougeL"])
     assert result["test"] == pytest.approx(expected)

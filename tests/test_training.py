@@ -140,26 +140,6 @@ def run_script(script: str, *args: str, env: dict[str, str] | None = None, timeo
     )
 
 
-@pytest.mark.parametrize(
-    "args,message",
-    [
-        (["task=poetry"], "unknown task 'poetry'; choose one of sentiment, summarization, translation"),
-        (["model=huge"], "unknown model 'huge'"),
-        (["hardware=tpu"], "unknown hardware 'tpu'"),
-        (["dataset=imdb"], "unknown dataset 'imdb'"),
-        (["optim.lr=fast", "trainer.max_steps=1"], "error: "),
-        (["optim.lr_typo=1"], "error: "),
-        (["task=translation", "decoding.min_len=-1"], "decoding.min_len must be >= 0, got -1"),
-        (["optim.lr=[1"], "cannot parse the override (no viable alternative at input '[1'); Hydra treats"),
-    ],
-)
-def test_bad_train_arguments_get_one_line_errors(args, message, tmp_path):
-    result = run_script("train.py", *args, f"paths.output_dir={tmp_path}", f"hydra.run.dir={tmp_path}")
-    assert result.returncode != 0
-    last = result.stderr.strip().splitlines()[-1]
-    assert message in last, result.stderr[-2000:]
-
-
 def test_checkpoint_of_another_task_and_missing_key(tmp_path, cache_dir, compose_config):
     train(compose_config("train", fast("sentiment", tmp_path / "run", cache_dir, "logger={}")))
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
@@ -212,7 +192,7 @@ def test_train_averages_the_last_epochs(tmp_path, cache_dir, compose_config):
         "translation",
         run,
         cache_dir,
-        "callbacks=averaging",
+        "callbacks=[default,averaging]",
         "callbacks.average_last_epochs.last_k=2",
         "trainer.max_steps=-1",
         "trainer.max_epochs=3",

@@ -6,7 +6,6 @@ from transformer.decoding import beam_search, greedy_search
 from transformer.model import EncoderClassifier, EncoderDecoder, build_model
 
 __all__ = [
-
     "EncoderClassifier",
     "EncoderDecoder",
     "ModelConfig",

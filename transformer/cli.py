@@ -10,9 +10,9 @@ What we add is one line instead of a report for the errors a user can fix: Hydra
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
-import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -40,7 +40,8 @@ def short(error: BaseException) -> str:
     first = lines[0].strip() if lines else type(error).__name__
     if "Available options in" in text:
         start = next(i for i, line in enumerate(lines) if line.startswith("Available options in"))
-        options = [line.strip() for line in lines[start + 1 :] if line.startswith("\t")]
+        options = list(itertools.takewhile(lambda line: line.startswith("\t"), lines[start + 1 :]))
+        options = [option.strip() for option in options]
         return f"{first}; choose one of {', '.join(options)}"
     if isinstance(error, OverrideParseException):
         return (
@@ -56,8 +57,12 @@ def short(error: BaseException) -> str:
 def run(function: Callable[[DictConfig], Any], config_name: str) -> None:
     """Run `function` as a Hydra app on transformer/conf/<config_name>.yaml."""
 
+    job_started = False
+
     @hydra.main(config_path=CONFIG_PATH, config_name=config_name, version_base="1.3")
     def main(cfg: DictConfig) -> Any:
+        nonlocal job_started
+        job_started = True
         try:
             return function(cfg)
         except UserError as error:
@@ -69,7 +74,7 @@ def run(function: Callable[[DictConfig], Any], config_name: str) -> None:
     try:
         main()
     except (HydraException, OmegaConfBaseException) as error:
-        if user_wants_full_error:
+        if user_wants_full_error or job_started:  # inside the job it is not a composition error: keep the trace
             raise
         fail(short(error))
     finally:

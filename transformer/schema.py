@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from transformer.config import ModelConfig
 from transformer.data.config import DatasetConfig
@@ -255,6 +255,8 @@ def one_line(error: BaseException) -> str:
     if not lines:
         return type(error).__name__
     key = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("full_key:")), "")
+    if isinstance(error, MissingMandatoryValue) and key:
+        return f"{key} is required: pass {key}=<value>"
     return f"{key}: {lines[0]}" if key else lines[0]
 
 

@@ -49,7 +49,9 @@ class NonFiniteGuard:
         self.in_a_row += 1
         self.total += 1
         step = module.global_step
-        log.warning("non-finite loss at step %d: step skipped (%d in a row, %d in all)", step, self.in_a_row, self.total)
+        log.warning(
+            "non-finite loss at step %d: step skipped (%d in a row, %d in all)", step, self.in_a_row, self.total
+        )
         module.log("train/nonfinite_steps", float(self.total), on_step=True, on_epoch=False)
         if self.in_a_row >= self.max_in_a_row:
             raise NonFiniteLossError(

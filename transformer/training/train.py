@@ -103,8 +103,13 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, A
     trainer = build_trainer(cfg, config, callbacks)
     log.info("model: %s, %.2fM parameters", type(module.model).__name__, count_parameters(module.model) / 1e6)
 
-    with relaunchable_by_lightning():
-        trainer.fit(module, datamodule=datamodule, ckpt_path=config.ckpt_path)
+    with multirun_job():
+        return fit_and_score(trainer, module, datamodule, config, "test" in prepared.splits)
+
+
+def fit_and_score(trainer: pl.Trainer, module, datamodule, config: TrainConfig, has_test: bool) -> dict[str, Any]:
+    """Fit, validate the final (or averaged) weights, test them, and write metrics.json."""
+    trainer.fit(module, datamodule=datamodule, ckpt_path=config.ckpt_path)
     averager = next((c for c in trainer.callbacks if isinstance(c, AverageLastEpochs)), None)
     averaged = averager.averaged_path if averager is not None else None  # the module now holds these weights
     validated = next(c for c in trainer.callbacks if isinstance(c, ValidationStep))
@@ -121,7 +126,7 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, A
         metrics["averaged_checkpoint"] = str(averaged)
     metrics["parameters"] = count_parameters(module.model)
     metrics["global_step"] = trainer.global_step
-    if "test" in prepared.splits:
+    if has_test:
         tested = str(averaged) if averaged else ("best" if best else None)  # val/* above belong to the same weights
         results = trainer.test(module, datamodule=datamodule, ckpt_path=tested, verbose=False)
         for result in results:
@@ -131,15 +136,19 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, A
     return metrics
 
 
+DIST_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
 @contextmanager
-def relaunchable_by_lightning():
-    """Make Lightning's DDP re-launch of this script run this one job, also inside a Hydra multirun.
+def multirun_job():
+    """Make each job of a Hydra multirun a DDP run of its own, started once, in its own directory.
 
     Lightning starts the other ranks by re-running `sys.argv` with `hydra.run.dir=<hydra.run.dir>` appended
     (lightning_fabric's `_hydra_subprocess_cmd`). Under `-m` that argv holds the whole sweep, so every rank
     would start the sweep again, in the run directory instead of the job's (Lightning PRs #11617 and #18175,
-    lightning-hydra-template #393). During a multirun job, the argv is this job's own overrides and the run
-    directory is the job's directory, and both are restored afterwards.
+    lightning-hydra-template #393). During a multirun job the argv is this job's own overrides and the run
+    directory is the job's directory. Afterwards the process group and the variables Lightning set for it are
+    removed, so the next job of the sweep (in this same process) starts its own.
     """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -150,15 +159,23 @@ def relaunchable_by_lightning():
         return
     hydra_cfg = HydraConfig.get()
     argv, run_dir = list(sys.argv), hydra_cfg.run.dir
+    env = {key: os.environ.get(key) for key in DIST_ENV}
     sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
     with read_write(hydra_cfg.run):
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
     try:
         yield
     finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
         sys.argv = argv
         with read_write(hydra_cfg.run):
             hydra_cfg.run.dir = run_dir
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def count_parameters(model: torch.nn.Module) -> int:
