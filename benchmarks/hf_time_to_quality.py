@@ -45,10 +45,12 @@ def read_tsv(path: Path) -> tuple[list[str], list[int]]:
 def run_ours(args: argparse.Namespace, out: Path) -> dict:
     """Our recipe in-process (this runs inside the `ours` subprocess)."""
     import pytorch_lightning as pl
-    from hydra import compose, initialize_config_dir
+    from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
-    from transformer.training.train import resolve_precision, train
+    import transformer.schema  # noqa: F401  (registers the structured configs)
+    from transformer.training.hardware import resolve_precision
+    from transformer.training.train import train
 
     start = time.perf_counter()
     result: dict = {"reached": False}
@@ -77,7 +79,7 @@ def run_ours(args: argparse.Namespace, out: Path) -> dict:
         "trainer.num_sanity_val_steps=0",
         *args.ours_overrides,
     ]
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+    with initialize_config_module("transformer.conf", version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     train(cfg, callbacks=[StopAtTarget()])
     result["total_seconds"] = time.perf_counter() - start

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_script
 
 from transformer.training.averaging import average_checkpoints, epoch_checkpoints
 from transformer.training.checkpoint import CheckpointError, load_checkpoint
@@ -127,17 +125,6 @@ def test_bad_checkpoints_get_one_line_errors(tmp_path, compose_config):
     torch.save({"state_dict": {}}, foreign)
     with pytest.raises(CheckpointError, match="not a checkpoint written by this framework"):
         load_checkpoint(foreign)
-
-
-def run_script(script: str, *args: str, env: dict[str, str] | None = None, timeout: int = 300):
-    return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / script), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})},
-    )
 
 
 def test_checkpoint_of_another_task_and_missing_key(tmp_path, cache_dir, compose_config):

@@ -37,6 +37,13 @@ def _select(caches, index: Tensor, include_static: bool) -> None:
             cross_cache.reorder(index)
 
 
+def _shrink(rows: Tensor, caches, *tensors: Tensor) -> tuple[Tensor, ...]:
+    """Keep only `rows` of the decoding batch (finished sentences leave it): the per-row tensors (memory, padding
+    mask, source ids) and both caches. Greedy and beam search shrink their batch through this one function."""
+    _select(caches, rows, include_static=True)
+    return tuple(t[rows] for t in tensors)
+
+
 @torch.inference_mode()
 def greedy_search(
     model: EncoderDecoder,
@@ -70,8 +77,7 @@ def greedy_search(
                 break
             rows = keep.nonzero().squeeze(1)
             active, next_tokens = active[rows], next_tokens[rows]
-            memory, pad_mask, src = memory[rows], pad_mask[rows], src[rows]
-            _select(caches, rows, include_static=True)
+            memory, pad_mask, src = _shrink(rows, caches, memory, pad_mask, src)
         tokens = next_tokens[:, None]
     hyps = []
     for row in out.tolist():
@@ -159,9 +165,8 @@ def beam_search(
                 break
             keep = (~done).nonzero().squeeze(1)
             rows = (keep[:, None] * K + torch.arange(K, device=device)).view(-1)
-            active, scores, tokens = active[keep], scores[keep], tokens[rows]
-            memory, pad_mask, src = memory[rows], pad_mask[rows], src[rows]
-            _select(caches, rows, include_static=True)
+            active, scores = active[keep], scores[keep]
+            tokens, memory, pad_mask, src = _shrink(rows, caches, tokens, memory, pad_mask, src)
 
     results = []
     for hyps in finished:
