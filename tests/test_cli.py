@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import TINY_RUN as TINY
-from conftest import run_script
+from helpers import TINY_RUN as TINY
+from helpers import run_script
 
 
 @pytest.fixture(scope="module")

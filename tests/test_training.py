@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_script
+from helpers import run_script
 
 from transformer.training.averaging import average_checkpoints, epoch_checkpoints
 from transformer.training.checkpoint import CheckpointError, load_checkpoint
