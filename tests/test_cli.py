@@ -144,6 +144,7 @@ ERRORS = [
     ("train.py", ["ckpt_path={weights}"], "holds weights only (no optimizer or loop state)"),
     ("train.py", ["task=translation", "ckpt_path={last}"], "is a sentiment checkpoint, but this run trains"),
     ("train.py", ["paths.output_dir={unwritable}"], "cannot write to the output directory"),
+    ("train.py", ["hydra.run.dir={unwritable}"], "choose a writable run directory with hydra.run.dir=<dir>"),
     (
         "train.py",
         ["optim.lr=1e9", "optim.warmup_steps=1", "trainer.max_steps=40", "max_nonfinite_steps=3"],

@@ -77,6 +77,13 @@ def run(function: Callable[[DictConfig], Any], config_name: str) -> None:
         if user_wants_full_error or job_started:  # inside the job it is not a composition error: keep the trace
             raise
         fail(short(error))
+    except OSError as error:  # Hydra could not create the run directory (or its log file) before the job
+        if user_wants_full_error or job_started or error.filename is None:
+            raise
+        fail(
+            f"cannot write {error.filename} ({error.strerror}): choose a writable run directory with "
+            f"hydra.run.dir=<dir> (hydra.sweep.dir=<dir> under -m)"
+        )
     finally:
         if not user_wants_full_error:
             os.environ.pop("HYDRA_FULL_ERROR", None)

@@ -87,11 +87,9 @@ class Residual(nn.Module):
         self.dropout = Dropout(config.dropout)
         self.norm_first = config.norm_first
 
-    def forward(self, x: Tensor, sublayer) -> tuple[Tensor, Tensor | None]:
-        out = sublayer(self.norm(x) if self.norm_first else x)
-        out, weights = out if isinstance(out, tuple) else (out, None)
-        x = x + self.dropout(out)
-        return (x if self.norm_first else self.norm(x)), weights
+    def forward(self, x: Tensor, sublayer) -> Tensor:
+        x = x + self.dropout(sublayer(self.norm(x) if self.norm_first else x))
+        return x if self.norm_first else self.norm(x)
 
 
 class EncoderBlock(nn.Module):
@@ -103,13 +101,10 @@ class EncoderBlock(nn.Module):
         self.ffn = FeedForward(config)
         self.attn_residual, self.ffn_residual = Residual(config), Residual(config)
 
-    def forward(self, x: Tensor, pad_mask: Tensor | None, need_weights: bool = False):
-        """x: (B, S, D); pad_mask: (B, S) True at padding. Returns x and the (B, H, S, S) weights or None."""
-        x, weights = self.attn_residual(
-            x, lambda h: self.self_attn(h, key_padding_mask=pad_mask, need_weights=need_weights)
-        )
-        x, _ = self.ffn_residual(x, self.ffn)
-        return x, weights
+    def forward(self, x: Tensor, pad_mask: Tensor | None) -> Tensor:
+        """x: (B, S, D); pad_mask: (B, S) True at padding."""
+        x = self.attn_residual(x, lambda h: self.self_attn(h, key_padding_mask=pad_mask)[0])
+        return self.ffn_residual(x, self.ffn)
 
 
 class DecoderBlock(nn.Module):
@@ -129,23 +124,17 @@ class DecoderBlock(nn.Module):
         memory: Tensor,
         memory_pad_mask: Tensor | None,
         cache: tuple[AttentionCache, AttentionCache] | None = None,
-        need_weights: bool = False,
-    ):
+    ) -> Tensor:
         """x: (B, T, D) target states; memory: (B, S, D) encoder output; memory_pad_mask: (B, S).
 
         Targets are right-padded, so the causal mask alone keeps real positions away from padding keys.
-        Returns x and the (B, H, T, S) cross-attention weights or None.
         """
         self_cache, cross_cache = cache if cache is not None else (None, None)
-        x, _ = self.self_residual(x, lambda h: self.self_attn(h, causal=True, cache=self_cache))
-        x, weights = self.cross_residual(
-            x,
-            lambda h: self.cross_attn(
-                h, memory, key_padding_mask=memory_pad_mask, cache=cross_cache, need_weights=need_weights
-            ),
+        x = self.self_residual(x, lambda h: self.self_attn(h, causal=True, cache=self_cache)[0])
+        x = self.cross_residual(
+            x, lambda h: self.cross_attn(h, memory, key_padding_mask=memory_pad_mask, cache=cross_cache)[0]
         )
-        x, _ = self.ffn_residual(x, self.ffn)
-        return x, weights
+        return self.ffn_residual(x, self.ffn)
 
 
 def token_embedding(vocab_size: int, config: ModelConfig) -> nn.Embedding:
@@ -166,17 +155,15 @@ class Encoder(nn.Module):
         # pre-LN leaves the residual stream un-normalised, so a final LayerNorm closes the stack
         self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps) if config.norm_first else None
 
-    def forward(self, src: Tensor, need_weights: bool = False):
-        """src: (B, S) ids. Returns memory (B, S, D), pad mask (B, S) and per-layer weights (or Nones)."""
+    def forward(self, src: Tensor) -> tuple[Tensor, Tensor]:
+        """src: (B, S) ids. Returns memory (B, S, D) and the pad mask (B, S)."""
         pad_mask = src.eq(self.pad_id)
         x = self.embed(src)
-        all_weights = []
         for layer in self.layers:
-            x, weights = layer(x, pad_mask, need_weights)
-            all_weights.append(weights)
+            x = layer(x, pad_mask)
         if self.norm is not None:
             x = self.norm(x)
-        return x, pad_mask, all_weights
+        return x, pad_mask
 
 
 class Decoder(nn.Module):
@@ -193,7 +180,7 @@ class Decoder(nn.Module):
             offset = caches[0][0].k.size(2)
         x = self.embed(tgt_in, offset)
         for i, layer in enumerate(self.layers):
-            x, _ = layer(x, memory, memory_pad_mask, None if caches is None else caches[i])
+            x = layer(x, memory, memory_pad_mask, None if caches is None else caches[i])
         return x if self.norm is None else self.norm(x)  # (B, T, D)
 
 
@@ -215,7 +202,7 @@ class EncoderClassifier(nn.Module):
 
     def forward(self, src: Tensor) -> Tensor:
         """src: (B, S) ids, padded with pad_id. Returns logits (B, num_classes)."""
-        x, pad_mask, _ = self.encoder(src)
+        x, pad_mask = self.encoder(src)
         pooled = x[:, 0] if self.config.pooling == "first" else masked_mean(x, pad_mask)  # (B, D)
         return self.head(self.dropout(pooled))
 
@@ -320,7 +307,7 @@ class EncoderDecoder(nn.Module):
 
     def encode(self, src: Tensor) -> tuple[Tensor, Tensor]:
         """src: (B, S). Returns memory (B, S, D) and its pad mask (B, S)."""
-        memory, pad_mask, _ = self.encoder(src)
+        memory, pad_mask = self.encoder(src)
         return memory, pad_mask
 
     def project(self, h: Tensor) -> Tensor:
