@@ -105,11 +105,15 @@ def lead_baseline_main() -> None:
 
 
 def train_main() -> None:
+    from transformer.training.preemption import PREEMPTED_EXIT_CODE
     from transformer.training.train import train
 
     def train_job(cfg: DictConfig) -> float | None:
-        """Returns the monitored metric, which sweepers (e.g. Optuna) optimize."""
-        value = train(cfg).get(cfg.task.monitor)
+        """Returns the monitored metric, which sweepers (e.g. Optuna) optimize; a preempted run exits with 75."""
+        metrics = train(cfg)
+        if metrics.get("preempted"):
+            raise SystemExit(PREEMPTED_EXIT_CODE)
+        value = metrics.get(cfg.task.monitor)
         return None if value is None else float(value)
 
     run(train_job, "train")

@@ -82,6 +82,32 @@ class PathsConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    """Checkpoints during an epoch, for relaunching (on top of the epoch-end ones of callbacks.model_checkpoint)."""
+
+    every_n_steps: int | None = None  # optimizer steps between checkpoints
+    every_n_minutes: float | None = None  # wall-clock minutes between checkpoints
+    keep_last: int = 2  # how many of these to keep (the newest)
+
+    def __post_init__(self) -> None:
+        for key in ("every_n_steps", "every_n_minutes"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise ConfigError(f"checkpoint.{key} must be > 0 or null, got {value}")
+        if self.keep_last < 1:
+            raise ConfigError(f"checkpoint.keep_last must be >= 1, got {self.keep_last}")
+
+
+@dataclass
+class PreemptionConfig:
+    """What a preemption signal does: checkpoint at the next step, requeue under SLURM, exit with status 75."""
+
+    enabled: bool = True
+    signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1"])
+    requeue: bool = True  # `scontrol requeue` the SLURM job (sbatch --requeue), which then resumes
+
+
+@dataclass
 class TrainConfig:
     task: TaskConfig = MISSING
     dataset: DatasetConfig = MISSING
@@ -95,7 +121,12 @@ class TrainConfig:
     logger: dict[str, Any] = field(default_factory=dict)  # name -> {_target_: ..., args}
     seed: int = 42
     precision: str = "auto"  # auto: bf16-mixed where the CPU or GPU supports bf16, else 32-true; or Lightning's
-    ckpt_path: str | None = None  # resume a run: continues with its optimizer, scheduler, step and data order
+    ckpt_path: str | None = None  # resume from this checkpoint: optimizer, scheduler, step and data order
+    run_name: str | None = None  # a stable run directory, outputs/<task>/<run_name>; train.yaml: $SLURM_JOB_ID
+    resume: str | None = None  # auto: continue from the run directory's newest checkpoint | never; null: auto
+    # when run_name is set
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
     max_nonfinite_steps: int = 10  # a NaN/inf loss skips its step; this many in a row stop the run
 
     def __post_init__(self) -> None:
@@ -104,6 +135,10 @@ class TrainConfig:
             if isinstance(node, dict) and "monitor" in node:
                 check_monitor(f"callbacks.{name}.monitor", node["monitor"], self.task)
         check_trainer_args(self.trainer)
+        if self.resume not in (None, "auto", "never"):
+            raise ConfigError(f"resume={self.resume!r} is not one of auto, never (or null: auto with a run_name)")
+        if self.run_name is not None and (not self.run_name or "/" in self.run_name):
+            raise ConfigError(f"run_name={self.run_name!r} must be a plain directory name")
         if self.max_nonfinite_steps < 1:
             raise ConfigError(f"max_nonfinite_steps must be >= 1, got {self.max_nonfinite_steps}")
 
@@ -222,8 +257,15 @@ SCHEMAS = {
 }
 
 
+def first_set(*values: Any) -> Any:
+    """`${first_set:${run_name},${now:...}}`: the first value that is not null or empty."""
+    return next((value for value in values if value not in (None, "")), None)
+
+
 def register() -> None:
     """Store the schemas in Hydra's ConfigStore (idempotent); the entry configs name them first in their defaults."""
+    if not OmegaConf.has_resolver("first_set"):
+        OmegaConf.register_new_resolver("first_set", first_set)
     store = ConfigStore.instance()
     for name, schema in SCHEMAS.items():
         store.store(name=name, node=schema)

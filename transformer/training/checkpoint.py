@@ -18,12 +18,15 @@ pickled code runs.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import pickle
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from transformer.data import Tokenizer
 from transformer.errors import UserError
@@ -34,8 +37,22 @@ FULL_KEYS = ("optimizer_states", "lr_schedulers", "loops")  # what resuming need
 RUN_DIR_CHOICES = ("averaged", "best", "last")
 
 
+log = logging.getLogger(__name__)
+
+
 class CheckpointError(UserError):
     """A checkpoint that is missing, unreadable, or not of the expected kind."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, but through a temporary file and a rename: a kill during the write (a
+    preempted job, an out-of-memory kill) never leaves a truncated checkpoint under the final name."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        tmp.replace(path)
 
 
 def make_artifacts(
@@ -129,6 +146,28 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, str]:
         f"run directory {run} has no checkpoint (looked for checkpoints/averaged.ckpt, the best one named in "
         f"metrics.json, checkpoints/last.ckpt): pass a .ckpt file"
     )
+
+
+def find_resume_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest full checkpoint under <run_dir>/checkpoints (last, step, top-k or preemption ones), or None.
+
+    Newest by modification time; one that cannot be read (truncated, corrupt) is skipped with a one-line warning
+    and the next newest is used. Weights-only files (epochs/, averaged.ckpt) cannot resume training and are not
+    considered.
+    """
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return None
+    candidates = [p for p in folder.glob("*.ckpt") if p.name != "averaged.ckpt"]
+    for path in sorted(candidates, key=lambda p: p.stat().st_mtime_ns, reverse=True):
+        try:
+            checkpoint = load_checkpoint(path)
+        except CheckpointError as error:
+            log.warning("skipping %s: %s", path.name, error)
+            continue
+        if is_full(checkpoint):
+            return path
+    return None
 
 
 def tokenizers(artifacts: dict[str, Any]) -> tuple[Tokenizer, Tokenizer]:

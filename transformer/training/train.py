@@ -9,6 +9,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from transformer.config import ModelConfig
 from transformer.data import prepare_from_config
@@ -23,10 +25,17 @@ from transformer.errors import ConfigError
 from transformer.schema import TrainConfig, build, typed
 from transformer.training.averaging import AverageLastEpochs
 from transformer.training.callbacks import RandomState, TokenThroughput, ValidationStep
-from transformer.training.checkpoint import check_resumable, make_artifacts, write_json
+from transformer.training.checkpoint import (
+    AtomicCheckpointIO,
+    check_resumable,
+    find_resume_checkpoint,
+    make_artifacts,
+    write_json,
+)
 from transformer.training.datamodule import TextDataModule
 from transformer.training.hardware import check_accelerator, resolve_precision
 from transformer.training.modules import build_module
+from transformer.training.preemption import Preempted, PreemptionCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +55,50 @@ def build_model_config(config: TrainConfig, prepared) -> ModelConfig:
     return build(ModelConfig, values, "model")
 
 
+def relaunch_callbacks(config: TrainConfig) -> list[pl.Callback]:
+    """Checkpoints every N steps / M minutes (keeping the newest K) and the preemption handler."""
+    folder = Path(config.paths.output_dir) / "checkpoints"
+    step = config.checkpoint
+    every = {"every_n_train_steps": step.every_n_steps} if step.every_n_steps else {}
+    minutes = {"train_time_interval": timedelta(minutes=step.every_n_minutes)} if step.every_n_minutes else {}
+    callbacks: list[pl.Callback] = [
+        # monitor="step", mode="max": top-k by step keeps the newest k (monitor=None keeps one at most)
+        ModelCheckpoint(
+            dirpath=folder,
+            filename="step{step:08d}",
+            auto_insert_metric_name=False,
+            monitor="step",
+            mode="max",
+            save_top_k=step.keep_last,
+            **trigger,
+        )
+        for trigger in (every, minutes)
+        if trigger
+    ]
+    if config.preemption.enabled:
+        callbacks.append(PreemptionCheckpoint(folder, config.preemption.signals, config.preemption.requeue))
+    return callbacks
+
+
+def resume_checkpoint(config: TrainConfig) -> str | None:
+    """ckpt_path when given; with resume=auto (the default when run_name is set), the run directory's newest."""
+    if config.ckpt_path:
+        return config.ckpt_path
+    auto = config.resume == "auto" or (config.resume is None and config.run_name is not None)
+    if not auto:
+        return None
+    found = find_resume_checkpoint(config.paths.output_dir)
+    if found is not None:
+        check_resumable(found, config.task.name)
+        log.info("resuming from %s", found)
+    return None if found is None else str(found)
+
+
 def build_trainer(cfg: DictConfig, config: TrainConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> pl.Trainer:
     pad_id = 0  # the tokenizers fix pad=0
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
-    callbacks += [TokenThroughput(pad_id), ValidationStep(), RandomState(), *extra_callbacks]
+    callbacks += [TokenThroughput(pad_id), ValidationStep(), RandomState(), *relaunch_callbacks(config)]
+    callbacks += list(extra_callbacks)
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values() if node is not None]
     trainer_kwargs = dict(config.trainer)
     precision = resolve_precision(config.precision, trainer_kwargs.get("accelerator", "cpu"))
@@ -60,6 +109,7 @@ def build_trainer(cfg: DictConfig, config: TrainConfig, extra_callbacks: Sequenc
         logger=loggers or False,
         default_root_dir=config.paths.output_dir,
         use_distributed_sampler=False,  # our batch sampler shards by rank itself
+        plugins=[AtomicCheckpointIO()],
     )
 
 
@@ -108,8 +158,14 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, A
 
 
 def fit_and_score(trainer: pl.Trainer, module, datamodule, config: TrainConfig, has_test: bool) -> dict[str, Any]:
-    """Fit, validate the final (or averaged) weights, test them, and write metrics.json."""
-    trainer.fit(module, datamodule=datamodule, ckpt_path=config.ckpt_path)
+    """Fit, validate the final (or averaged) weights, test them, and write metrics.json.
+
+    A preempted fit returns {"preempted": True, ...} at once: its state is in checkpoints/preempted.ckpt."""
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(config))
+    except Preempted as preempted:
+        log.warning("%s: relaunch the same command to resume", preempted)
+        return {"preempted": True, "checkpoint": str(preempted.path), "global_step": preempted.step}
     averager = next((c for c in trainer.callbacks if isinstance(c, AverageLastEpochs)), None)
     averaged = averager.averaged_path if averager is not None else None  # the module now holds these weights
     validated = next(c for c in trainer.callbacks if isinstance(c, ValidationStep))
