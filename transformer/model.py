@@ -255,10 +255,12 @@ class PointerGenerator(nn.Module):
         target: Tensor,
         smoothing: float,
         ignore_index: int,
+        reduction: str = "mean",
     ) -> Tensor:
-        """Mean label-smoothed cross-entropy of target (B, T) under the mixture, the value F.cross_entropy gives
-        on forward()'s output, without building the (B, T, V) mixture: off the source's tokens,
-        log P(w) = log p_gen + log_softmax(logits)_w, so only the S source tokens need the full mixture.
+        """Label-smoothed cross-entropy of target (B, T) under the mixture (mean, or with reduction="sum" the sum),
+        the value F.cross_entropy gives on forward()'s output, without building the (B, T, V) mixture: off the
+        source's tokens, log P(w) = log p_gen + log_softmax(logits)_w, so only the S source tokens need the full
+        mixture.
         """
         attn, gate = self.attend(h, memory, memory_pad_mask)
         x = logits.float()
@@ -285,7 +287,7 @@ class PointerGenerator(nn.Module):
             sum_log_p = V * log_generate.squeeze(-1) + x.sum(-1) + (fix * once[:, None, :]).sum(-1)  # (B, T)
             per_token = per_token - smoothing / V * sum_log_p
         keep = target.ne(ignore_index)
-        return per_token[keep].mean()
+        return per_token[keep].sum() if reduction == "sum" else per_token[keep].mean()
 
 
 class EncoderDecoder(nn.Module):
@@ -336,16 +338,28 @@ class EncoderDecoder(nn.Module):
         memory, pad_mask = self.encode(src)
         return self.decode(tgt_in, memory, pad_mask, src=src)
 
-    def loss(self, src: Tensor, tgt_in: Tensor, tgt_out: Tensor, smoothing: float = 0.0, ignore_index: int = 0):
-        """Teacher-forced label-smoothed cross-entropy, averaged over the tokens of tgt_out (B, T) that are not
-        ignore_index: F.cross_entropy(self(src, tgt_in), ...), computed sparsely when the model copies."""
+    def loss(
+        self,
+        src: Tensor,
+        tgt_in: Tensor,
+        tgt_out: Tensor,
+        smoothing: float = 0.0,
+        ignore_index: int = 0,
+        reduction: str = "mean",
+    ) -> Tensor:
+        """Teacher-forced label-smoothed cross-entropy over the tokens of tgt_out (B, T) that are not ignore_index,
+        averaged (or summed): F.cross_entropy(self(src, tgt_in), ...), computed sparsely when the model copies."""
         memory, pad_mask = self.encode(src)
         h = self.decoder(tgt_in, memory, pad_mask)
         logits = self.project(h)
         if self.copy is not None:
-            return self.copy.loss(h, logits, memory, pad_mask, src, tgt_out, smoothing, ignore_index)
+            return self.copy.loss(h, logits, memory, pad_mask, src, tgt_out, smoothing, ignore_index, reduction)
         return F.cross_entropy(
-            logits.float().flatten(0, 1), tgt_out.flatten(), ignore_index=ignore_index, label_smoothing=smoothing
+            logits.float().flatten(0, 1),
+            tgt_out.flatten(),
+            ignore_index=ignore_index,
+            label_smoothing=smoothing,
+            reduction=reduction,
         )
 
     def new_caches(self) -> list[tuple[AttentionCache, AttentionCache]]:

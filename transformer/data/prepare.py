@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import errno
+import fcntl
 import hashlib
 import itertools
 import json
@@ -95,7 +96,21 @@ def prepare_dataset(
 
     A valid cache is loaded without reading the raw data: the fingerprint uses file paths, sizes and mtimes.
     `num_proc`: encoding processes (None: one per PROCESS_MIN_ROWS rows, at most the CPU count).
+    Processes that prepare the same dataset at once (the ranks of a torchrun or SLURM job) take turns on a file
+    lock: the first builds the cache, the others then find it valid and read it.
     """
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(cache_dir) / f".{dataset_cfg.name}.lock", "a") as lock:  # "a": the lock file's mtime stays
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return _prepare(dataset_cfg, data_root, cache_dir, num_proc, force)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _prepare(
+    dataset_cfg: DatasetConfig, data_root: str | Path | None, cache_dir: str | Path, num_proc: int | None, force: bool
+) -> PreparedData:
     cfg = dataset_cfg
     target = Path(cache_dir) / cfg.name
     fingerprint, inputs = cache_fingerprint(cfg, data_root)

@@ -7,12 +7,17 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
 from transformer.config import ModelConfig
 from transformer.model import EncoderClassifier
-from transformer.training.common import NonFiniteGuard, configure_optimizers, save_artifacts
+from transformer.training.common import (
+    NonFiniteGuard,
+    StepNormalizer,
+    configure_optimizers,
+    gather_unique,
+    save_artifacts,
+)
 from transformer.training.optim import OptimConfig
 
 
@@ -30,41 +35,72 @@ class ClassificationModule(pl.LightningModule):
         self.optim = optim
         self.artifacts = artifacts  # tokenizer, config and labels, stored in every checkpoint
         self.guard = NonFiniteGuard(max_nonfinite_steps)
-        n = model_config.num_classes
-        available = {"acc": MulticlassAccuracy(n, average="micro"), "f1": MulticlassF1Score(n, average="macro")}
-        metrics = MetricCollection({name: available[name] for name in metrics})
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
+        self.step_size = StepNormalizer()
+        self.num_classes = model_config.num_classes
+        self.metric_names = list(metrics)
+        self._outputs: list[tuple[int, int, int, float]] = []  # (example index, predicted, true label, probability)
         self.predictions: list[tuple[int, int, float]] = []  # (example index, label, probability), test only
 
     def forward(self, src: torch.Tensor) -> torch.Tensor:
         return self.model(src)  # (B, C) logits
 
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), labels, label_smoothing=smoothing)
+    def _loss(self, logits, labels, smoothing: float = 0.0, reduction: str = "mean") -> torch.Tensor:
+        return F.cross_entropy(logits.float(), labels, label_smoothing=smoothing, reduction=reduction)
 
     def training_step(self, batch, batch_idx):
-        loss = self._loss(self(batch["src"]), batch["label"], self.optim.label_smoothing)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["label"].numel())
-        return self.guard(self, loss)
+        n = batch["label"].numel()
+        loss = self._loss(self(batch["src"]), batch["label"], self.optim.label_smoothing, "sum")
+        self.log("train/loss", loss.detach() / n, prog_bar=True, batch_size=n)
+        loss = self.guard(self, loss)
+        if loss is not None:
+            self.step_size.add(n)
+        return loss  # summed: StepNormalizer divides by the optimizer step's examples
 
-    def _evaluate(self, batch, stage: str, metrics: MetricCollection) -> None:
+    def on_before_optimizer_step(self, optimizer) -> None:
+        self.step_size.apply(self)
+
+    def _evaluate(self, batch, stage: str) -> None:
         logits = self(batch["src"])
         self.log(f"{stage}/loss", self._loss(logits, batch["label"]), sync_dist=True, batch_size=len(logits))
-        metrics.update(logits, batch["label"])
-        self.log_dict(metrics, prog_bar=stage == "val", batch_size=len(logits))
+        probs, predicted = logits.float().softmax(-1).max(-1)
+        rows = zip(batch["index"].tolist(), predicted.tolist(), batch["label"].tolist(), probs.tolist(), strict=True)
+        self._outputs.extend(rows)
+
+    def _log_metrics(self, stage: str) -> None:
+        """Accuracy and macro-F1 over the split, each example counted once (a distributed sampler repeats some
+        to give every rank the same number of batches)."""
+        unique = gather_unique(self._outputs)
+        self._outputs = []
+        if not unique:
+            return
+        predicted = torch.tensor([unique[i][0] for i in sorted(unique)])
+        target = torch.tensor([unique[i][1] for i in sorted(unique)])
+        functions = {
+            "acc": lambda: multiclass_accuracy(predicted, target, self.num_classes, average="micro"),
+            "f1": lambda: multiclass_f1_score(predicted, target, self.num_classes, average="macro"),
+        }
+        # every rank holds the same gathered values, so no further reduction is needed
+        self.log_dict({f"{stage}/{name}": float(functions[name]()) for name in self.metric_names}, prog_bar=True)
         if stage == "test":
-            probs, labels = logits.float().softmax(-1).max(-1)
-            self.predictions.extend(zip(batch["index"].tolist(), labels.tolist(), probs.tolist(), strict=True))
+            self.predictions = [(i, unique[i][0], unique[i][2]) for i in sorted(unique)]
+
+    def on_validation_epoch_start(self) -> None:
+        self._outputs = []
 
     def validation_step(self, batch, batch_idx):
-        self._evaluate(batch, "val", self.val_metrics)
+        self._evaluate(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
 
     def on_test_epoch_start(self) -> None:
-        self.predictions = []
+        self._outputs = []
 
     def test_step(self, batch, batch_idx):
-        self._evaluate(batch, "test", self.test_metrics)
+        self._evaluate(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
 
     def configure_optimizers(self):
         return configure_optimizers(self)

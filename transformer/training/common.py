@@ -1,5 +1,5 @@
-"""What the two LightningModules share, written once: optimizer setup, the checkpoint artifacts, and the guard
-against non-finite losses."""
+"""What the two LightningModules share, written once: optimizer setup, the checkpoint artifacts, the guard against
+non-finite losses, and the normalization of the loss by the optimizer step's size."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
 
 from transformer.errors import UserError
 from transformer.training.optim import build_optimizer, total_training_steps
@@ -60,3 +61,43 @@ class NonFiniteGuard:
                 f"use precision=32-true"
             )
         return None
+
+
+class StepNormalizer:
+    """Normalizes the loss by the number of target tokens (or examples) of the whole optimizer step, across
+    accumulation steps and ranks, as fairseq does, so that gradients do not depend on how a step is split.
+
+    Each micro-batch's training_step returns its summed loss and `add`s its size. Lightning divides what
+    training_step returns by accumulate_grad_batches (A), and DDP averages gradients over the W ranks, so after
+    the last micro-batch the gradient is sum(grad of summed losses) / (A * W). `apply` (before clipping and the
+    optimizer step) multiplies it by A * W / (the step's size summed over ranks): the gradient of the mean over
+    all the step's tokens. Then 2 ranks x B examples give the gradient of 1 rank on the same 2B examples, and
+    accumulation 2 the gradient of one batch twice as large (tests/test_distributed.py).
+    """
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def add(self, size: torch.Tensor | int) -> None:
+        self.size += int(size)
+
+    def apply(self, module: pl.LightningModule) -> None:
+        trainer = module.trainer
+        total = torch.tensor(float(self.size), device=module.device)
+        if trainer.world_size > 1:
+            total = trainer.strategy.reduce(total, reduce_op="sum")
+        self.size = 0
+        scale = trainer.accumulate_grad_batches * trainer.world_size / max(float(total), 1.0)
+        for param in module.parameters():
+            if param.grad is not None:
+                param.grad.mul_(scale)
+
+
+def gather_unique(outputs: list[tuple]) -> dict[int, tuple]:
+    """{example index: the rest of its tuple} over all ranks, each example once: the evaluation samplers give
+    every rank the same number of batches by repeating a few, which must not count twice in a metric."""
+    if dist.is_available() and dist.is_initialized():
+        gathered: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, outputs)
+        outputs = [item for part in gathered for item in part]
+    return {item[0]: tuple(item[1:]) for item in outputs}

@@ -8,13 +8,18 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.distributed as dist
 
 from transformer.config import ModelConfig
 from transformer.decoding import beam_search, greedy_search
 from transformer.errors import ConfigError
 from transformer.model import EncoderDecoder
-from transformer.training.common import NonFiniteGuard, configure_optimizers, save_artifacts
+from transformer.training.common import (
+    NonFiniteGuard,
+    StepNormalizer,
+    configure_optimizers,
+    gather_unique,
+    save_artifacts,
+)
 from transformer.training.metrics import generation_metrics
 from transformer.training.optim import OptimConfig
 
@@ -52,6 +57,7 @@ class Seq2SeqModule(pl.LightningModule):
         self.optim, self.decoding, self.metric_names, self.tokenizer = optim, decoding, list(metrics), tokenizer
         self.artifacts = artifacts
         self.guard = NonFiniteGuard(max_nonfinite_steps)
+        self.step_size = StepNormalizer()
         self.pad_id = model_config.pad_id
         self._outputs: list[tuple[int, str, list[str]]] = []  # (example index, hypothesis, references)
         self.predictions: list[tuple[int, str]] = []
@@ -63,9 +69,18 @@ class Seq2SeqModule(pl.LightningModule):
         return self.model.loss(batch["src"], batch["tgt_in"], batch["tgt_out"], smoothing, self.pad_id)
 
     def training_step(self, batch, batch_idx):
-        loss = self._loss(batch, self.optim.label_smoothing)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["src"].size(0))
-        return self.guard(self, loss)
+        tokens = batch["tgt_out"].ne(self.pad_id).sum()
+        loss = self.model.loss(
+            batch["src"], batch["tgt_in"], batch["tgt_out"], self.optim.label_smoothing, self.pad_id, "sum"
+        )
+        self.log("train/loss", loss.detach() / tokens.clamp_min(1), prog_bar=True, batch_size=batch["src"].size(0))
+        loss = self.guard(self, loss)
+        if loss is not None:
+            self.step_size.add(tokens)
+        return loss  # summed: StepNormalizer divides by the optimizer step's tokens
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        self.step_size.apply(self)
 
     def generate(self, src: torch.Tensor, beam_size: int | None = None) -> list[str]:
         """Detokenized outputs for a batch of source ids (B, S)."""
@@ -91,19 +106,14 @@ class Seq2SeqModule(pl.LightningModule):
         self._outputs.extend(zip(batch["index"].tolist(), hypotheses, batch["references"], strict=True))
 
     def _log_generation_metrics(self, stage: str) -> None:
-        outputs = self._outputs
-        if dist.is_available() and dist.is_initialized():
-            gathered: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, outputs)
-            outputs = [item for part in gathered for item in part]
-        unique = dict((index, (hyp, refs)) for index, hyp, refs in outputs)  # samplers may repeat examples
+        unique = gather_unique(self._outputs)  # each example once, from every rank
+        self._outputs = []
         ordered = [unique[i] for i in sorted(unique)]
         scores = generation_metrics([h for h, _ in ordered], [r for _, r in ordered], self.metric_names)
         # every rank holds the same gathered values, so no further reduction is needed
         self.log_dict({f"{stage}/{k}": float(v) for k, v in scores.items()}, prog_bar=stage == "val")
         if stage == "test":
             self.predictions = [(i, unique[i][0]) for i in sorted(unique)]
-        self._outputs = []
 
     def on_validation_epoch_start(self) -> None:
         self._outputs = []
