@@ -229,6 +229,8 @@ def test_loss_equals_cross_entropy_of_the_output(copy_attention, smoothing):
     )
     loss = model.loss(src, tgt_in, tgt_out, smoothing, ignore_index=PAD)
     torch.testing.assert_close(loss, reference, rtol=1e-5, atol=1e-5)
+    summed = model.loss(src, tgt_in, tgt_out, smoothing, ignore_index=PAD, reduction="sum")
+    torch.testing.assert_close(summed, reference * tgt_out.ne(PAD).sum(), rtol=1e-5, atol=1e-4)
     loss.backward()
     if copy_attention:
         assert model.copy.gate.weight.grad.abs().sum() > 0
@@ -247,3 +249,33 @@ def test_min_len_blocks_early_eos_within_the_budget():
     # the budget wins over min_len: a 1-token budget still ends after 1 token
     short = beam_search(model, src, BOS, EOS, beam_size=3, max_len_a=0.0, max_len_b=1, min_len=4)
     assert all(len(h) == 1 for h in short)
+
+
+@pytest.mark.parametrize("kind", ["seq2seq", "classifier"])
+def test_activation_checkpointing_gives_the_same_gradients(kind):
+    """Recomputed blocks redraw the same dropout masks: gradients equal those of the plain model."""
+    config = ModelConfig.named("tiny", vocab_size=50, dropout=0.3, attention_dropout=0.2, activation_dropout=0.1)
+    build = EncoderDecoder if kind == "seq2seq" else EncoderClassifier
+    plain = build(config).train()
+    checkpointed = build(ModelConfig.named("tiny", **{**config.to_dict(), "activation_checkpointing": True}))
+    checkpointed.load_state_dict(plain.state_dict())
+    checkpointed.train()
+    src, _ = random_batch([6, 3, 5])
+    tgt, _ = random_batch([4, 2, 5], seed=1)
+    grads = []
+    for model in (plain, checkpointed):
+        torch.manual_seed(7)
+        if kind == "seq2seq":
+            loss = model.loss(src, tgt[:, :-1], tgt[:, 1:], 0.1, ignore_index=PAD)
+        else:
+            loss = model(src).logsumexp(-1).mean()
+        loss.backward()
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-5, atol=1e-6, msg=name)
+    torch.manual_seed(7)
+    without = plain.loss(src, tgt[:, :-1], tgt[:, 1:], 0.1) if kind == "seq2seq" else plain(src).sum()
+    torch.manual_seed(8)
+    other = plain.loss(src, tgt[:, :-1], tgt[:, 1:], 0.1) if kind == "seq2seq" else plain(src).sum()
+    assert not torch.equal(without, other)  # dropout is active, so equal gradients are not trivial

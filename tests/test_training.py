@@ -216,3 +216,16 @@ def test_average_checkpoints_rejects_other_models(tmp_path, cache_dir, compose_c
     assert "optimizer_states" not in single
     for name, value in load_checkpoint(paths[0])["state_dict"].items():
         assert torch.equal(single["state_dict"][name], value)
+
+
+@pytest.mark.slow
+def test_compiled_run_writes_interchangeable_checkpoints(tmp_path, cache_dir, compose_config):
+    """compile=true compiles each block in place: the checkpoint's keys are those of an eager run."""
+    for name, extra in (("eager", []), ("compiled", ["compile=true"])):
+        overrides = fast("sentiment", tmp_path / name, cache_dir, "logger={}", "trainer.max_steps=2", *extra)
+        metrics = train(compose_config("train", overrides))
+        assert math.isfinite(metrics["val/acc"])
+    eager, compiled = (
+        load_checkpoint(tmp_path / n / "checkpoints" / "last.ckpt")["state_dict"] for n in ("eager", "compiled")
+    )
+    assert eager.keys() == compiled.keys()

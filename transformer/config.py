@@ -47,6 +47,7 @@ class ModelConfig:
     pooling: str = "mean"  # mean | first; encoder classifier only
     backend: str = "auto"  # auto | sdpa | explicit; auto: fused SDPA on GPUs, the explicit path on CPU (faster there)
     copy_attention: bool = False  # pointer-generator (See et al., 2017): seq2seq mixes in copying source tokens
+    activation_checkpointing: bool = False  # training recomputes each block's activations in the backward pass
 
     def __post_init__(self) -> None:
         def positive(name: str) -> None:

@@ -11,6 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from transformer.attention import AttentionCache, MultiHeadAttention
 from transformer.config import ModelConfig
@@ -137,6 +138,12 @@ class DecoderBlock(nn.Module):
         return self.ffn_residual(x, self.ffn)
 
 
+def run_block(block: nn.Module, checkpointed: bool, *args: Tensor | None) -> Tensor:
+    """block(*args), or with activation checkpointing: keep only the block's input for the backward pass and
+    recompute the rest there (the saved random state makes dropout draw the same masks again)."""
+    return checkpoint(block, *args, use_reentrant=False) if checkpointed else block(*args)
+
+
 def token_embedding(vocab_size: int, config: ModelConfig) -> nn.Embedding:
     # N(0, D^-1/2) so that after the sqrt(D) scale the embeddings have unit variance; the pad row is zero.
     embedding = nn.Embedding(vocab_size, config.d_model, padding_idx=config.pad_id)
@@ -152,6 +159,7 @@ class Encoder(nn.Module):
         self.pad_id = config.pad_id
         self.embed = Embedding(config, tokens)
         self.layers = nn.ModuleList(EncoderBlock(config) for _ in range(config.n_encoder_layers))
+        self.checkpointing = config.activation_checkpointing
         # pre-LN leaves the residual stream un-normalised, so a final LayerNorm closes the stack
         self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps) if config.norm_first else None
 
@@ -160,7 +168,7 @@ class Encoder(nn.Module):
         pad_mask = src.eq(self.pad_id)
         x = self.embed(src)
         for layer in self.layers:
-            x = layer(x, pad_mask)
+            x = run_block(layer, self.checkpointing and self.training, x, pad_mask)
         if self.norm is not None:
             x = self.norm(x)
         return x, pad_mask
@@ -171,6 +179,7 @@ class Decoder(nn.Module):
         super().__init__()
         self.embed = Embedding(config, tokens)
         self.layers = nn.ModuleList(DecoderBlock(config) for _ in range(config.n_decoder_layers))
+        self.checkpointing = config.activation_checkpointing
         self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps) if config.norm_first else None
 
     def forward(self, tgt_in: Tensor, memory: Tensor, memory_pad_mask: Tensor | None, caches=None):
@@ -179,8 +188,12 @@ class Decoder(nn.Module):
         if caches is not None and caches[0][0].k is not None:
             offset = caches[0][0].k.size(2)
         x = self.embed(tgt_in, offset)
-        for i, layer in enumerate(self.layers):
-            x = layer(x, memory, memory_pad_mask, None if caches is None else caches[i])
+        if caches is None:  # training and teacher forcing
+            for layer in self.layers:
+                x = run_block(layer, self.checkpointing and self.training, x, memory, memory_pad_mask)
+        else:  # incremental decoding
+            for layer, cache in zip(self.layers, caches, strict=True):
+                x = layer(x, memory, memory_pad_mask, cache)
         return x if self.norm is None else self.norm(x)  # (B, T, D)
 
 
@@ -365,6 +378,16 @@ class EncoderDecoder(nn.Module):
     def new_caches(self) -> list[tuple[AttentionCache, AttentionCache]]:
         """Empty (self-attention, cross-attention) caches, one pair per decoder layer."""
         return [(AttentionCache(), AttentionCache()) for _ in self.decoder.layers]
+
+
+def compile_blocks(model: nn.Module) -> nn.Module:
+    """torch.compile each encoder and decoder block in place. nn.Module.compile keeps the state_dict keys, so
+    checkpoints stay interchangeable with uncompiled runs; blocks (not the whole model) also suit activation
+    checkpointing and per-block sharding. Returns the model."""
+    for module in model.modules():
+        if isinstance(module, EncoderBlock | DecoderBlock):
+            module.compile()
+    return model
 
 
 def build_model(config: ModelConfig, kind: str) -> nn.Module:

@@ -128,6 +128,7 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
     max_nonfinite_steps: int = 10  # a NaN/inf loss skips its step; this many in a row stop the run
+    compile: bool = False  # torch.compile each encoder/decoder block (benchmarks/README.md: when it pays)
 
     def __post_init__(self) -> None:
         check_objectives(self.task, self.dataset)

@@ -22,6 +22,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from transformer.config import ModelConfig
 from transformer.data import prepare_from_config
 from transformer.errors import ConfigError
+from transformer.model import compile_blocks
 from transformer.schema import TrainConfig, build, typed
 from transformer.training.averaging import AverageLastEpochs
 from transformer.training.callbacks import RandomState, TokenThroughput, ValidationStep
@@ -149,6 +150,8 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, A
         prepared.label_names,
     )
     module = build_module(artifacts, model_config, config.optim, config.decoding, config.max_nonfinite_steps)
+    if config.compile:
+        compile_blocks(module.model)
     datamodule = TextDataModule(prepared, config.task.objective, config.batching, config.seed)
     trainer = build_trainer(cfg, config, callbacks)
     log.info("model: %s, %.2fM parameters", type(module.model).__name__, count_parameters(module.model) / 1e6)
