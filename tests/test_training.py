@@ -229,3 +229,15 @@ def test_compiled_run_writes_interchangeable_checkpoints(tmp_path, cache_dir, co
         load_checkpoint(tmp_path / n / "checkpoints" / "last.ckpt")["state_dict"] for n in ("eager", "compiled")
     )
     assert eager.keys() == compiled.keys()
+
+
+def test_model_flops_and_mfu_are_logged(tmp_path, cache_dir, compose_config):
+    import csv
+
+    overrides = fast("translation", tmp_path / "run", cache_dir, "logger=csv", "hardware.peak_flops=2e12")
+    train(compose_config("train", overrides))
+    rows = [r for r in csv.DictReader((tmp_path / "run" / "csv" / "metrics.csv").open()) if r.get("train/mfu")]
+    assert len(rows) == 8  # every step (log_every_n_steps=1)
+    for row in rows:
+        tflops, mfu = float(row["train/model_tflops"]), float(row["train/mfu"])
+        assert tflops > 0 and mfu == pytest.approx(tflops / 2, rel=1e-5)  # achieved / peak, 1 device

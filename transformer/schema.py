@@ -108,6 +108,13 @@ class PreemptionConfig:
 
 
 @dataclass
+class HardwareConfig:
+    """What the `hardware` group's Trainer settings cannot say."""
+
+    peak_flops: float | None = None  # per device, for MFU; null: the bf16 peak of a known GPU (H100, A100, ...)
+
+
+@dataclass
 class TrainConfig:
     task: TaskConfig = MISSING
     dataset: DatasetConfig = MISSING
@@ -116,7 +123,8 @@ class TrainConfig:
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     decoding: DecodingConfig = field(default_factory=DecodingConfig)  # seq2seq tasks only
     paths: PathsConfig = field(default_factory=PathsConfig)
-    trainer: dict[str, Any] = field(default_factory=dict)  # pytorch_lightning.Trainer arguments
+    trainer: dict[str, Any] = field(default_factory=dict)  # pytorch_lightning.Trainer arguments (hardware=...)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
     callbacks: dict[str, Any] = field(default_factory=dict)  # name -> {_target_: ..., args}
     logger: dict[str, Any] = field(default_factory=dict)  # name -> {_target_: ..., args}
     seed: int = 42

@@ -1,4 +1,4 @@
-"""Training-time measurements logged to TensorBoard: tokens/second and padding efficiency."""
+"""Training-time measurements logged to TensorBoard: tokens/second, padding efficiency, model FLOP/s and MFU."""
 
 from __future__ import annotations
 
@@ -8,15 +8,22 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from transformer.config import ModelConfig
+from transformer.flops import training_flops
+
 
 class TokenThroughput(pl.Callback):
-    """Logs `train/tokens_per_sec` (real, non-pad tokens of all ranks) and `train/padding_efficiency`.
+    """Logs `train/tokens_per_sec` (real, non-pad tokens of all ranks), `train/padding_efficiency`, the achieved
+    model FLOP/s of all ranks (`train/model_tflops`) and, when the device's peak is known, `train/mfu`.
 
     Padding efficiency is real tokens / padded tokens of the batch tensors ("src", plus "tgt_out" for seq2seq).
+    Model FLOPs come from the batch's shapes (transformer/flops.py). Lightning's ThroughputMonitor takes one fixed
+    FLOP count per batch; our token-budget batches change shape every step, hence this callback.
     """
 
-    def __init__(self, pad_id: int = 0) -> None:
+    def __init__(self, pad_id: int = 0, model_config: ModelConfig | None = None, peak_flops: float | None = None):
         self.pad_id = pad_id
+        self.model_config, self.peak_flops = model_config, peak_flops
         self._start = 0.0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
@@ -28,15 +35,22 @@ class TokenThroughput(pl.Callback):
         padded = sum(t.numel() for t in tensors)
         elapsed = max(time.perf_counter() - self._start, 1e-9)
         world = trainer.world_size
-        pl_module.log_dict(
-            {
-                "train/tokens_per_sec": torch.tensor(real * world / elapsed),
-                "train/padding_efficiency": torch.tensor(real / max(padded, 1)),
-            },
-            on_step=True,
-            on_epoch=False,
-            batch_size=batch["src"].size(0),
-        )
+        values = {
+            "train/tokens_per_sec": torch.tensor(real * world / elapsed),
+            "train/padding_efficiency": torch.tensor(real / max(padded, 1)),
+        }
+        progress = {}
+        if self.model_config is not None:
+            B, S = batch["src"].shape
+            T = batch["tgt_out"].size(1) if "tgt_out" in batch else None
+            achieved = training_flops(self.model_config, B, S, T) * world / elapsed  # FLOP/s of all ranks
+            progress["train/model_tflops"] = torch.tensor(achieved / 1e12)
+            if self.peak_flops:
+                progress["train/mfu"] = torch.tensor(achieved / (self.peak_flops * world))
+        kwargs = {"on_step": True, "on_epoch": False, "batch_size": batch["src"].size(0)}
+        pl_module.log_dict(values, **kwargs)
+        if progress:
+            pl_module.log_dict(progress, prog_bar=True, **kwargs)
 
 
 class ValidationStep(pl.Callback):

@@ -22,6 +22,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from transformer.config import ModelConfig
 from transformer.data import prepare_from_config
 from transformer.errors import ConfigError
+from transformer.flops import default_peak_flops
 from transformer.model import compile_blocks
 from transformer.schema import TrainConfig, build, typed
 from transformer.training.averaging import AverageLastEpochs
@@ -95,10 +96,13 @@ def resume_checkpoint(config: TrainConfig) -> str | None:
     return None if found is None else str(found)
 
 
-def build_trainer(cfg: DictConfig, config: TrainConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> pl.Trainer:
-    pad_id = 0  # the tokenizers fix pad=0
+def build_trainer(
+    cfg: DictConfig, config: TrainConfig, model_config: ModelConfig, extra_callbacks: Sequence[pl.Callback] = ()
+) -> pl.Trainer:
+    peak = config.hardware.peak_flops or default_peak_flops()
+    throughput = TokenThroughput(model_config.pad_id, model_config, peak)
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
-    callbacks += [TokenThroughput(pad_id), ValidationStep(), RandomState(), *relaunch_callbacks(config)]
+    callbacks += [throughput, ValidationStep(), RandomState(), *relaunch_callbacks(config)]
     callbacks += list(extra_callbacks)
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values() if node is not None]
     trainer_kwargs = dict(config.trainer)
@@ -153,7 +157,7 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, A
     if config.compile:
         compile_blocks(module.model)
     datamodule = TextDataModule(prepared, config.task.objective, config.batching, config.seed)
-    trainer = build_trainer(cfg, config, callbacks)
+    trainer = build_trainer(cfg, config, model_config, callbacks)
     log.info("model: %s, %.2fM parameters", type(module.model).__name__, count_parameters(module.model) / 1e6)
 
     with multirun_job():
