@@ -12,7 +12,7 @@ import gzip
 import hashlib
 import importlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,10 +134,11 @@ def load_splits(
     }
 
 
-def check_utf8(path: Path) -> None:
-    """Raise a DataError naming the byte offset and line of the first invalid UTF-8 byte, or an empty file."""
+def check_utf8(path: Path) -> int:
+    """Raise a DataError naming the byte offset and line of the first invalid UTF-8 byte, or an empty file.
+    Returns the number of lines (a last line without a newline counts)."""
     offset, line = 0, 1  # of the start of `pending`
-    pending = b""
+    pending, last = b"", b""
     with _open_bytes(path) as f:
         while True:
             try:
@@ -162,19 +163,43 @@ def check_utf8(path: Path) -> None:
                     ) from None
             line += data.count(b"\n", 0, good)
             offset += good
+            last = data[good - 1 : good] if good else last
             pending = data[good:]
             if not chunk:
                 break
     if offset == 0:
         raise DataError(f"{path} is empty")
+    return line - 1 if last == b"\n" else line
 
 
-def read_parallel(src_path: Path, tgt_path: Path, src_column: str, tgt_column: str) -> Dataset:
-    """Line-aligned plain-text files (optionally .gz) as one dataset with two columns."""
-    src, tgt = _read_lines(src_path), _read_lines(tgt_path)
-    if len(src) != len(tgt):
-        raise DataError(f"parallel files differ in length: {src_path} has {len(src)} lines, {tgt_path} has {len(tgt)}")
-    return Dataset.from_dict({src_column: src, tgt_column: tgt})
+def read_parallel(
+    src_path: Path, tgt_path: Path, src_column: str, tgt_column: str, cache_dir: Path | None = None
+) -> Dataset:
+    """Line-aligned plain-text files (optionally .gz) as one dataset with two columns.
+
+    With `cache_dir`, the pairs are streamed into an Arrow file there, chunk by chunk, so memory does not grow
+    with the corpus (a WMT-size corpus is gigabytes of text: benchmarks/data_scale.py); without, read in memory.
+    Lines split on "\n" only (str.splitlines would also break at U+2028, U+0085 ... and misalign the pairs).
+    """
+    counts = [check_utf8(path) for path in (src_path, tgt_path)]
+    if counts[0] != counts[1]:
+        raise DataError(
+            f"parallel files differ in length: {src_path} has {counts[0]} lines, {tgt_path} has {counts[1]}"
+        )
+    if cache_dir is None:
+        return Dataset.from_dict({src_column: _read_lines(src_path), tgt_column: _read_lines(tgt_path)})
+    features = Features({src_column: Value("string"), tgt_column: Value("string")})
+    kwargs = {"src_path": str(src_path), "tgt_path": str(tgt_path), "src_column": src_column, "tgt_column": tgt_column}
+    return Dataset.from_generator(_pairs, features=features, gen_kwargs=kwargs, cache_dir=str(cache_dir))
+
+
+def _pairs(src_path: str, tgt_path: str, src_column: str, tgt_column: str) -> Iterator[dict[str, str]]:
+    with _open_bytes(Path(src_path)) as src, _open_bytes(Path(tgt_path)) as tgt:
+        for src_line, tgt_line in zip(src, tgt, strict=True):  # binary lines end at b"\n" only
+            yield {
+                src_column: src_line.decode("utf-8").removesuffix("\n").removesuffix("\r"),
+                tgt_column: tgt_line.decode("utf-8").removesuffix("\n").removesuffix("\r"),
+            }
 
 
 def _find(root: Path, name: str, split: str) -> Path:
@@ -213,7 +238,7 @@ def _read_lines(path: Path) -> list[str]:
 
 def _load_local(cfg: DatasetConfig, fmt: str, split: str, paths: list[Path], cache_dir: Path) -> Dataset:
     if fmt == "parallel":
-        return read_parallel(paths[0], paths[1], cfg.source_column, cfg.target_column)
+        return read_parallel(paths[0], paths[1], cfg.source_column, cfg.target_column, cache_dir)
     for path in paths:
         if fmt == "parquet":
             if path.stat().st_size == 0:
