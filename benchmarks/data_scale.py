@@ -96,6 +96,24 @@ def load(cache: Path, batches: int) -> dict:
     return {"load_s": ready, "batches_per_s": seen / (time.perf_counter() - start), "batches_per_epoch": len(sampler)}
 
 
+def peak_anonymous_memory() -> list[float]:
+    """Samples this process's anonymous resident memory (RssAnon: heap, not memory-mapped file pages, which the
+    kernel can drop and which ru_maxrss also counts) every 0.1 s; returns a one-element list holding the peak MB."""
+    import threading
+
+    peak = [0.0]
+
+    def sample() -> None:
+        while True:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("RssAnon:"):
+                    peak[0] = max(peak[0], int(line.split()[1]) / 1024)
+            time.sleep(0.1)
+
+    threading.Thread(target=sample, daemon=True).start()
+    return peak
+
+
 def child(step: str, root: Path, cache: Path, batches: int) -> dict:
     """Run one step in a fresh process; its peak RSS and that of its own child processes come back with it."""
     command = [sys.executable, __file__, "--step", step, "--root", str(root), "--cache", str(cache)]
@@ -117,10 +135,12 @@ def main() -> None:
     parser.add_argument("--cache", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.step:
+        anonymous = peak_anonymous_memory()
         result = prepare(Path(args.root), Path(args.cache)) if args.step == "prepare" else None
         result = result or load(Path(args.cache), args.batches)
         result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         result["children_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        result["peak_anon_mb"] = anonymous[0]
         print(json.dumps(result))
         return
 
@@ -135,13 +155,15 @@ def main() -> None:
         loaded = child("load", root, cache, args.batches)
         rows.append((pairs, generated, du(root), prepared, du(cache / "scale"), loaded))
         shutil.rmtree(root)
-    print(f"{'pairs':>10}{'corpus':>9}{'prepare':>10}{'peak RSS':>10}{'workers':>9}{'cache':>9}"
-          f"{'load':>7}{'peak RSS':>10}{'batches/s':>11}{'batches/epoch':>15}")  # fmt: skip
+    print("RSS: peak resident memory (ru_maxrss, memory-mapped file pages included); anon: peak anonymous memory")
+    print(f"{'pairs':>10}{'corpus':>9}{'prepare':>9}{'RSS':>9}{'anon':>9}{'workers':>9}{'cache':>9}"
+          f"{'load':>7}{'RSS':>9}{'anon':>9}{'batches/s':>11}{'batches/epoch':>15}")  # fmt: skip
     for pairs, _, corpus, p, cache_bytes, loaded in rows:
         print(
-            f"{pairs:>10,}{corpus / 2**20:>7,.0f}MB{p['prepare_s']:>9.0f}s{p['peak_rss_mb']:>8,.0f}MB"
-            f"{p['children_peak_rss_mb']:>7,.0f}MB{cache_bytes / 2**20:>7,.0f}MB{loaded['load_s']:>6.1f}s"
-            f"{loaded['peak_rss_mb']:>8,.0f}MB{loaded['batches_per_s']:>11,.0f}{loaded['batches_per_epoch']:>15,}"
+            f"{pairs:>10,}{corpus / 2**20:>7,.0f}MB{p['prepare_s']:>8.0f}s{p['peak_rss_mb']:>7,.0f}MB"
+            f"{p['peak_anon_mb']:>7,.0f}MB{p['children_peak_rss_mb']:>7,.0f}MB{cache_bytes / 2**20:>7,.0f}MB"
+            f"{loaded['load_s']:>6.1f}s{loaded['peak_rss_mb']:>7,.0f}MB{loaded['peak_anon_mb']:>7,.0f}MB"
+            f"{loaded['batches_per_s']:>11,.0f}{loaded['batches_per_epoch']:>15,}"
         )
     if not args.workdir:
         shutil.rmtree(work)

@@ -15,7 +15,7 @@ from transformer.schema import typed
 
 TASK_DATASETS = {
     "sentiment": ["sentiment_sample", "sst2"],
-    "translation": ["translation_sample", "multi30k_de_en", "multi30k_en_de"],
+    "translation": ["translation_sample", "multi30k_de_en", "multi30k_en_de", "wmt14_en_de"],
     "summarization": ["summarization_sample", "aeslc"],
 }
 PAIRS = [(task, name) for task, names in TASK_DATASETS.items() for name in names]

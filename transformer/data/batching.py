@@ -21,9 +21,11 @@ from torch.utils.data import Sampler
 def example_lengths(dataset: Dataset) -> np.ndarray:
     """Cost of each example in tokens: len(src_ids), or max(len(src_ids), len(tgt_ids) + 1) for seq2seq.
 
-    The +1 is the bos of tgt_in (or the eos of tgt_out). Read from Arrow without decoding the rows.
+    The +1 is the bos of tgt_in (or the eos of tgt_out). Read from Arrow without decoding the rows: only the
+    list offsets of the memory-mapped table are touched, so memory does not grow with the tokens of the corpus.
     """
-    table = dataset.with_format("arrow")[:]  # honours a select()/shuffle() view
+    # a select()/shuffle() view has an indices mapping: slicing honours it (and copies); a plain split is read as is
+    table = dataset.data.table if dataset._indices is None else dataset.with_format("arrow")[:]
     lengths = pc.list_value_length(table.column("src_ids")).to_numpy(zero_copy_only=False)
     if "tgt_ids" in table.column_names:
         tgt = pc.list_value_length(table.column("tgt_ids")).to_numpy(zero_copy_only=False)

@@ -17,6 +17,7 @@ from transformer.training.common import (
     configure_optimizers,
     gather_unique,
     save_artifacts,
+    training_loss,
 )
 from transformer.training.optim import OptimConfig
 
@@ -50,11 +51,7 @@ class ClassificationModule(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         n = batch["label"].numel()
         loss = self._loss(self(batch["src"]), batch["label"], self.optim.label_smoothing, "sum")
-        self.log("train/loss", loss.detach() / n, prog_bar=True, batch_size=n)
-        loss = self.guard(self, loss)
-        if loss is not None:
-            self.step_size.add(n)
-        return loss  # summed: StepNormalizer divides by the optimizer step's examples
+        return training_loss(self, loss, n, n)  # summed: StepNormalizer divides by the optimizer step's examples
 
     def on_before_optimizer_step(self, optimizer) -> None:
         self.step_size.apply(self)

@@ -63,6 +63,16 @@ class NonFiniteGuard:
         return None
 
 
+def training_loss(module: pl.LightningModule, summed: torch.Tensor, size: torch.Tensor | int, batch_size: int):
+    """What training_step returns for a micro-batch's summed loss over `size` tokens (or examples): logged as a
+    mean, skipped when not finite (NonFiniteGuard), counted for the step's normalization (StepNormalizer)."""
+    module.log("train/loss", summed.detach() / max(int(size), 1), prog_bar=True, batch_size=batch_size)
+    loss = module.guard(module, summed)
+    if loss is not None:
+        module.step_size.add(size)
+    return loss
+
+
 class StepNormalizer:
     """Normalizes the loss by the number of target tokens (or examples) of the whole optimizer step, across
     accumulation steps and ranks, as fairseq does, so that gradients do not depend on how a step is split.

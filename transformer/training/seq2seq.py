@@ -19,6 +19,7 @@ from transformer.training.common import (
     configure_optimizers,
     gather_unique,
     save_artifacts,
+    training_loss,
 )
 from transformer.training.metrics import generation_metrics
 from transformer.training.optim import OptimConfig
@@ -73,11 +74,7 @@ class Seq2SeqModule(pl.LightningModule):
         loss = self.model.loss(
             batch["src"], batch["tgt_in"], batch["tgt_out"], self.optim.label_smoothing, self.pad_id, "sum"
         )
-        self.log("train/loss", loss.detach() / tokens.clamp_min(1), prog_bar=True, batch_size=batch["src"].size(0))
-        loss = self.guard(self, loss)
-        if loss is not None:
-            self.step_size.add(tokens)
-        return loss  # summed: StepNormalizer divides by the optimizer step's tokens
+        return training_loss(self, loss, tokens, batch["src"].size(0))  # summed: divided by the step's tokens
 
     def on_before_optimizer_step(self, optimizer) -> None:
         self.step_size.apply(self)
