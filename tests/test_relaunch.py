@@ -103,13 +103,13 @@ def test_corrupt_newest_checkpoint_is_skipped_with_a_warning(tmp_path, caplog):
     torch.save({**full, "global_step": 10}, newer)
     torch.save({"transformer": artifacts, "state_dict": {}}, folder / "averaged.ckpt")  # weights only: never
     os.utime(older, (1, 1))
-    assert find_resume_checkpoint(tmp_path) == newer
+    assert find_resume_checkpoint(tmp_path, "sentiment") == newer
     newer.write_bytes(newer.read_bytes()[:100])  # a kill during a non-atomic write
     with caplog.at_level(logging.WARNING):
-        assert find_resume_checkpoint(tmp_path) == older
+        assert find_resume_checkpoint(tmp_path, "sentiment") == older
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "skipping step00000010.ckpt" in warnings[0] and "corrupt or truncated" in warnings[0]
-    assert find_resume_checkpoint(tmp_path / "nothing-here") is None
+    assert find_resume_checkpoint(tmp_path / "nothing-here", "sentiment") is None
 
 
 def test_atomic_checkpoint_write_keeps_the_previous_file_on_failure(tmp_path):

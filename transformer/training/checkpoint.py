@@ -106,9 +106,10 @@ def is_full(checkpoint: dict[str, Any]) -> bool:
     return all(key in checkpoint for key in FULL_KEYS)
 
 
-def check_resumable(path: str | Path, task: str) -> None:
-    """`ckpt_path=` must be a full checkpoint of this framework and of the same task; checked before any work."""
-    checkpoint = load_checkpoint(path)
+def check_resumable(path: str | Path, task: str, checkpoint: dict[str, Any] | None = None) -> None:
+    """`ckpt_path=` must be a full checkpoint of this framework and of the same task; checked before any work.
+    `checkpoint`: the file's content when it is already loaded."""
+    checkpoint = checkpoint if checkpoint is not None else load_checkpoint(path)
     artifacts = checkpoint["transformer"]
     if not is_full(checkpoint):
         raise CheckpointError(
@@ -148,7 +149,7 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, str]:
     )
 
 
-def find_resume_checkpoint(run_dir: str | Path) -> Path | None:
+def find_resume_checkpoint(run_dir: str | Path, task: str) -> Path | None:
     """The newest full checkpoint under <run_dir>/checkpoints (last, step, top-k or preemption ones), or None.
 
     Newest by modification time; one that cannot be read (truncated, corrupt) is skipped with a one-line warning
@@ -166,6 +167,7 @@ def find_resume_checkpoint(run_dir: str | Path) -> Path | None:
             log.warning("skipping %s: %s", path.name, error)
             continue
         if is_full(checkpoint):
+            check_resumable(path, task, checkpoint)
             return path
     return None
 

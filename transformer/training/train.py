@@ -89,9 +89,8 @@ def resume_checkpoint(config: TrainConfig) -> str | None:
     auto = config.resume == "auto" or (config.resume is None and config.run_name is not None)
     if not auto:
         return None
-    found = find_resume_checkpoint(config.paths.output_dir)
+    found = find_resume_checkpoint(config.paths.output_dir, config.task.name)
     if found is not None:
-        check_resumable(found, config.task.name)
         log.info("resuming from %s", found)
     return None if found is None else str(found)
 
