@@ -3,6 +3,7 @@
 `grads`: one optimizer step of the tiny encoder-decoder on 8 fixed examples of uneven target lengths, split over
 `--devices` ranks and `--accumulate` micro-batches; rank 0 saves the gradients the optimizer would see.
 `evaluate`: validation accuracy and BLEU of fixed weights on an odd-sized set, over `--devices` ranks.
+`--strategy fsdp`: the same with the model sharded over the ranks (training/fsdp.py) instead of replicated.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import json
 
 import pytorch_lightning as pl
 import torch
+from torch.distributed.tensor import DTensor
 
 from transformer.config import ModelConfig
 from transformer.data import TokenBudgetBatchSampler, collate_classification, collate_seq2seq
 from transformer.training.classification import ClassificationModule
+from transformer.training.fsdp import FSDPConfig, FSDPStrategy, GatherForEvaluation
 from transformer.training.optim import OptimConfig
 from transformer.training.seq2seq import DecodingConfig, Seq2SeqModule
 
@@ -55,6 +58,21 @@ def model_config() -> ModelConfig:
     return ModelConfig.named("tiny", vocab_size=VOCAB, dropout=0.0, max_positions=64)
 
 
+def strategy(args):
+    if args.strategy == "fsdp":
+        return FSDPStrategy(FSDPConfig(), bf16=False)
+    return "ddp" if args.devices > 1 else "auto"
+
+
+def callbacks(args) -> list[pl.Callback]:
+    return [GatherForEvaluation()] if args.strategy == "fsdp" else []
+
+
+def full(tensor: torch.Tensor) -> torch.Tensor:
+    """A sharded (FSDP) tensor gathered from all ranks; others as they are."""
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor.clone()
+
+
 def grads(args) -> None:
     pl.seed_everything(0)
     module = Seq2SeqModule(model_config(), OptimConfig(warmup_steps=0), DecodingConfig(), ["bleu"], None, {})
@@ -68,14 +86,18 @@ def grads(args) -> None:
 
     def save_grads(optimizer) -> None:
         original(optimizer)  # the normalization under test
+        if args.strategy == "fsdp":  # the model is sharded indeed
+            assert all(isinstance(p, DTensor) for p in module.parameters())
+        grads = {n: full(p.grad) for n, p in module.named_parameters() if p.grad is not None}  # all ranks gather
         if module.trainer.is_global_zero:
-            torch.save({n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}, args.out)
+            torch.save(grads, args.out)
 
     module.on_before_optimizer_step = save_grads
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=args.devices,
-        strategy="ddp" if args.devices > 1 else "auto",
+        strategy=strategy(args),
+        callbacks=callbacks(args),
         max_steps=1,
         accumulate_grad_batches=args.accumulate,
         precision="32-true",
@@ -131,7 +153,8 @@ def evaluate(args) -> None:
         trainer = pl.Trainer(
             accelerator="cpu",
             devices=args.devices,
-            strategy="ddp" if args.devices > 1 else "auto",
+            strategy=strategy(args),
+            callbacks=callbacks(args),
             precision="32-true",
             logger=False,
             enable_progress_bar=False,
@@ -150,6 +173,7 @@ if __name__ == "__main__":
     parser.add_argument("mode", choices=["grads", "evaluate"])
     parser.add_argument("--devices", type=int, default=1)
     parser.add_argument("--accumulate", type=int, default=1)
+    parser.add_argument("--strategy", choices=["ddp", "fsdp"], default="ddp")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     grads(args) if args.mode == "grads" else evaluate(args)

@@ -19,8 +19,8 @@ from transformer.model import EncoderDecoder
 WORKER = Path(__file__).resolve().parent / "distributed_worker.py"
 
 
-def worker(mode: str, out: Path, devices: int, accumulate: int = 1) -> Path:
-    args = [mode, "--devices", str(devices), "--accumulate", str(accumulate), "--out", str(out)]
+def worker(mode: str, out: Path, devices: int, accumulate: int = 1, strategy: str = "ddp") -> Path:
+    args = [mode, "--devices", str(devices), "--accumulate", str(accumulate), "--out", str(out), "--strategy", strategy]
     result = subprocess.run([sys.executable, str(WORKER), *args], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return out
@@ -62,6 +62,19 @@ def test_validation_counts_each_example_once(tmp_path):
     two = json.loads(worker("evaluate", tmp_path / "two.json", devices=2).read_text())
     assert set(one) == {"val/acc", "val/f1", "val/bleu", "val/chrf"}
     assert two == pytest.approx(one, abs=1e-6)
+
+
+def test_fsdp_gradients_and_evaluation_match_one_process(tmp_path):
+    """FSDP (2 CPU processes, gloo): the sharded model's gradients are those of one process on the whole step, and
+    validation (greedy decoding, whose number of steps differs between ranks) neither hangs nor changes."""
+    one = torch.load(worker("grads", tmp_path / "one.pt", devices=1), weights_only=True)
+    sharded = torch.load(worker("grads", tmp_path / "fsdp.pt", devices=2, strategy="fsdp"), weights_only=True)
+    assert one.keys() == sharded.keys() and one
+    for name in one:
+        torch.testing.assert_close(sharded[name], one[name], rtol=1e-4, atol=1e-6, msg=name)
+    evaluated = json.loads(worker("evaluate", tmp_path / "one.json", devices=1).read_text())
+    evaluated_sharded = json.loads(worker("evaluate", tmp_path / "fsdp.json", devices=2, strategy="fsdp").read_text())
+    assert evaluated_sharded == pytest.approx(evaluated, abs=1e-6)
 
 
 def _prepare(cache: str, queue) -> None:

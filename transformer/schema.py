@@ -24,6 +24,7 @@ from transformer.config import ModelConfig
 from transformer.data.config import DatasetConfig
 from transformer.errors import ConfigError
 from transformer.training.datamodule import BatchingConfig
+from transformer.training.fsdp import FSDPConfig
 from transformer.training.metrics import GENERATION_METRICS
 from transformer.training.optim import OptimConfig
 from transformer.training.seq2seq import DecodingConfig
@@ -112,6 +113,7 @@ class HardwareConfig:
     """What the `hardware` group's Trainer settings cannot say."""
 
     peak_flops: float | None = None  # per device, for MFU; null: the bf16 peak of a known GPU (H100, A100, ...)
+    fsdp: FSDPConfig = field(default_factory=FSDPConfig)  # read with trainer.strategy=fsdp (hardware=fsdp)
 
 
 @dataclass

@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 
 from transformer.errors import ConfigError
 from transformer.training.checkpoint import CheckpointError, load_checkpoint, save_atomic
+from transformer.training.fsdp import load_full_state_dict, remove
 
 EPOCH_FILE = re.compile(r"^epoch(\d+)\.ckpt$")
 
@@ -45,7 +46,7 @@ def average_checkpoints(paths: Sequence[str | Path]) -> dict[str, Any]:
     result = dict(checkpoints[-1])
     result["state_dict"] = averaged
     result["averaged_from"] = [str(path) for path in paths]
-    for key in ("optimizer_states", "lr_schedulers", "loops", "callbacks"):  # they belong to one checkpoint
+    for key in ("optimizer_states", "lr_schedulers", "loops", "callbacks", "sharded"):  # of one checkpoint
         result.pop(key, None)
     return result
 
@@ -78,7 +79,7 @@ class AverageLastEpochs(pl.Callback):
         trainer.strategy.barrier()
         if trainer.is_global_zero:
             for old in epoch_checkpoints(self.dirpath)[: -self.last_k]:
-                old.unlink()
+                remove(old)  # a file, or a directory of shards (hardware=fsdp)
         trainer.strategy.barrier()
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -86,7 +87,7 @@ class AverageLastEpochs(pl.Callback):
         if not paths:
             return
         averaged = average_checkpoints(paths)
-        pl_module.load_state_dict(averaged["state_dict"])
+        load_full_state_dict(pl_module, averaged["state_dict"])
         self.averaged_path = self.dirpath.parent / "averaged.ckpt"
         if trainer.is_global_zero:
             save_atomic(averaged, self.averaged_path)

@@ -13,6 +13,10 @@ callbacks) plus our `transformer` entry, the artifacts that make it self-contain
 
 Everything is a tensor or a plain Python value, so checkpoints load with torch.load(weights_only=True): no
 pickled code runs.
+
+A sharded checkpoint (hardware=fsdp, training/fsdp.py) is a directory `<name>.ckpt/` of torch.distributed.checkpoint
+shards (state_dict, optimizer_0) and `meta.pt` (everything else). load_checkpoint gathers it into the same dict
+as a file's, so evaluation, prediction and averaging take either kind.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from transformer.errors import UserError
 CHECKPOINT_FORMAT = 2  # 2: task metrics moved from config.decoding.metrics to config.task.metrics
 READABLE_FORMATS = (1, 2)
 FULL_KEYS = ("optimizer_states", "lr_schedulers", "loops")  # what resuming needs beyond the weights
+SHARDED_META = "meta.pt"  # Lightning's name for a sharded checkpoint's non-tensor part
 RUN_DIR_CHOICES = ("averaged", "best", "last")
 
 
@@ -71,15 +76,24 @@ def make_artifacts(
     }
 
 
-def load_checkpoint(path: str | Path, objective: str | None = None) -> dict[str, Any]:
-    """torch.load with weights_only=True (no pickled code runs), then checks that it is one of ours."""
+def is_sharded(path: str | Path) -> bool:
+    """Whether `path` is a sharded checkpoint directory (training/fsdp.py)."""
     path = Path(path)
-    if not path.is_file():
+    return path.is_dir() and (path / ".metadata").is_file() and (path / SHARDED_META).is_file()
+
+
+def load_checkpoint(path: str | Path, objective: str | None = None, tensors: bool = True) -> dict[str, Any]:
+    """torch.load with weights_only=True (no pickled code runs), then checks that it is one of ours.
+
+    A sharded checkpoint is gathered into one dict (its optimizer state as `optimizer_states`, like a file's);
+    with tensors=False only its metadata is read, for a quick look, and it is marked `sharded`."""
+    path = Path(path)
+    if not path.is_file() and not is_sharded(path):
         raise CheckpointError(
             f"checkpoint {path} does not exist: pass a run directory or <run dir>/checkpoints/<name>.ckpt"
         )
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = read_sharded(path, tensors) if path.is_dir() else torch.load(path, "cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(
@@ -101,15 +115,35 @@ def load_checkpoint(path: str | Path, objective: str | None = None) -> dict[str,
     return checkpoint
 
 
+def read_sharded(path: Path, tensors: bool) -> dict[str, Any]:
+    """A sharded checkpoint as one dict. Gathering uses Lightning's reader of torch.distributed.checkpoint
+    directories (what its consolidate_checkpoint command runs), in one process, in CPU memory."""
+    from lightning_fabric.utilities.load import _load_distributed_checkpoint
+
+    if not tensors:
+        checkpoint = torch.load(path / SHARDED_META, map_location="cpu", weights_only=True)
+        checkpoint["sharded"] = True
+        return checkpoint
+    checkpoint = _load_distributed_checkpoint(path)
+    optimizers = sorted(key for key in checkpoint if key.startswith("optimizer_") and key[10:].isdigit())
+    if optimizers:
+        checkpoint["optimizer_states"] = [checkpoint.pop(key) for key in optimizers]
+    checkpoint["sharded"] = True
+    return checkpoint
+
+
 def is_full(checkpoint: dict[str, Any]) -> bool:
-    """Whether training can resume from it (weights-only checkpoints, e.g. averaged.ckpt, cannot)."""
-    return all(key in checkpoint for key in FULL_KEYS)
+    """Whether training can resume from it (weights-only checkpoints, e.g. averaged.ckpt, cannot). A sharded
+    checkpoint read without its tensors counts as full when it has the loop and scheduler state: a weights-only
+    save (epoch checkpoints for averaging) has neither."""
+    keys = FULL_KEYS[1:] if checkpoint.get("sharded") else FULL_KEYS
+    return all(key in checkpoint for key in keys)
 
 
 def check_resumable(path: str | Path, task: str, checkpoint: dict[str, Any] | None = None) -> None:
     """`ckpt_path=` must be a full checkpoint of this framework and of the same task; checked before any work.
     `checkpoint`: the file's content when it is already loaded."""
-    checkpoint = checkpoint if checkpoint is not None else load_checkpoint(path)
+    checkpoint = checkpoint if checkpoint is not None else load_checkpoint(path, tensors=False)
     artifacts = checkpoint["transformer"]
     if not is_full(checkpoint):
         raise CheckpointError(
@@ -130,7 +164,7 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, str]:
     checkpoint by the task's monitored metric (from metrics.json), else last.ckpt.
     """
     path = Path(path)
-    if path.is_file() or not path.is_dir():
+    if path.is_file() or not path.is_dir() or is_sharded(path):
         return path, "file"
     run = path.parent if path.name == "checkpoints" and not (path / "checkpoints").is_dir() else path
     folder = run / "checkpoints"
@@ -141,7 +175,7 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, str]:
         if best:
             candidates["best"] = Path(best) if Path(best).is_absolute() else run / best
     for choice in RUN_DIR_CHOICES:
-        if choice in candidates and candidates[choice].is_file():
+        if choice in candidates and (candidates[choice].is_file() or is_sharded(candidates[choice])):
             return candidates[choice], choice
     raise CheckpointError(
         f"run directory {run} has no checkpoint (looked for checkpoints/averaged.ckpt, the best one named in "
@@ -162,7 +196,7 @@ def find_resume_checkpoint(run_dir: str | Path, task: str) -> Path | None:
     candidates = [p for p in folder.glob("*.ckpt") if p.name != "averaged.ckpt"]
     for path in sorted(candidates, key=lambda p: p.stat().st_mtime_ns, reverse=True):
         try:
-            checkpoint = load_checkpoint(path)
+            checkpoint = load_checkpoint(path, tensors=False)
         except CheckpointError as error:
             log.warning("skipping %s: %s", path.name, error)
             continue

@@ -19,6 +19,7 @@ from transformer.training.common import (
     save_artifacts,
     training_loss,
 )
+from transformer.training.fsdp import shard_module
 from transformer.training.optim import OptimConfig
 
 
@@ -98,6 +99,9 @@ class ClassificationModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test")
+
+    def configure_model(self) -> None:
+        shard_module(self)  # hardware=fsdp only
 
     def configure_optimizers(self):
         return configure_optimizers(self)

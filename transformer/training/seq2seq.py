@@ -21,6 +21,7 @@ from transformer.training.common import (
     save_artifacts,
     training_loss,
 )
+from transformer.training.fsdp import shard_module
 from transformer.training.metrics import generation_metrics
 from transformer.training.optim import OptimConfig
 
@@ -129,6 +130,9 @@ class Seq2SeqModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_generation_metrics("test")
+
+    def configure_model(self) -> None:
+        shard_module(self)  # hardware=fsdp only
 
     def configure_optimizers(self):
         return configure_optimizers(self)

@@ -35,6 +35,8 @@ from transformer.training.checkpoint import (
     write_json,
 )
 from transformer.training.datamodule import TextDataModule
+from transformer.training.fsdp import NAME as FSDP_NAME
+from transformer.training.fsdp import FSDPStrategy, GatherForEvaluation
 from transformer.training.hardware import check_accelerator, resolve_precision
 from transformer.training.modules import build_module
 from transformer.training.preemption import Preempted, PreemptionCheckpoint
@@ -106,6 +108,9 @@ def build_trainer(
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values() if node is not None]
     trainer_kwargs = dict(config.trainer)
     precision = resolve_precision(config.precision, trainer_kwargs.get("accelerator", "cpu"))
+    if trainer_kwargs.get("strategy") == FSDP_NAME:
+        trainer_kwargs["strategy"] = FSDPStrategy(config.hardware.fsdp, bf16=str(precision).startswith("bf16"))
+        callbacks.append(GatherForEvaluation())
     return pl.Trainer(
         **trainer_kwargs,
         precision=precision,
@@ -189,7 +194,8 @@ def fit_and_score(trainer: pl.Trainer, module, datamodule, config: TrainConfig, 
     metrics["parameters"] = count_parameters(module.model)
     metrics["global_step"] = trainer.global_step
     if has_test:
-        tested = str(averaged) if averaged else ("best" if best else None)  # val/* above belong to the same weights
+        # val/* above belong to the same weights: the averaged ones the module holds, or the best checkpoint's
+        tested = None if averaged else ("best" if best else None)
         results = trainer.test(module, datamodule=datamodule, ckpt_path=tested, verbose=False)
         for result in results:
             metrics.update({k: float(v) for k, v in result.items()})
