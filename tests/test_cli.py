@@ -126,7 +126,7 @@ ERRORS = [
     # (script, arguments, text of the one line)
     ("train.py", ["task=poetry"], "Could not find 'task/poetry'; choose one of sentiment, summarization, translation"),
     ("train.py", ["model=huge"], "Could not find 'model/huge'; choose one of base, big, small, tiny"),
-    ("train.py", ["hardware=tpu"], "Could not find 'hardware/tpu'; choose one of cpu, ddp_cpu, gpu"),
+    ("train.py", ["hardware=tpu"], "Could not find 'hardware/tpu'; choose one of cpu, ddp_cpu, fsdp, fsdp_slurm, gpu"),
     ("train.py", ["dataset=imdb"], "Could not find 'dataset/imdb'; choose one of aeslc,"),
     ("train.py", ["optim.lr=fast"], "optim.lr: Value 'fast' of type 'str' could not be converted to Float"),
     ("train.py", ["optim.lr_typo=1"], "optim.lr_typo: Key 'lr_typo' not in 'OptimConfig'"),

@@ -16,7 +16,7 @@ import torch
 import yaml
 from helpers import ROOT, run_script
 
-from transformer.training.checkpoint import AtomicCheckpointIO, find_resume_checkpoint
+from transformer.training.checkpoint import AtomicCheckpointIO, find_resume_checkpoint, is_sharded, load_checkpoint
 from transformer.training.preemption import PREEMPTED_EXIT_CODE
 
 # 2 epochs of ~31 steps on the tiny model, a checkpoint every 5 optimizer steps
@@ -91,6 +91,44 @@ def test_killed_run_relaunched_equals_uninterrupted(kill, tmp_path, uninterrupte
     assert "resuming from" in again.stdout + again.stderr
     assert_same_weights(run, expected)
     assert not list(run.glob("checkpoints/.*.tmp-*"))  # no temporary file left behind
+
+
+FSDP = ["hardware=fsdp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=1"]
+
+
+def test_fsdp_run_preempted_and_relaunched_equals_uninterrupted(tmp_path, uninterrupted):
+    """hardware=fsdp on 2 CPU processes: SIGTERM to the launching rank saves a sharded checkpoint on both ranks; the
+    same command resumes from it and ends with the weights of an uninterrupted run. The sharded checkpoints load
+    in evaluate.py, and a run without FSDP refuses to resume from them in one line."""
+    cache, _ = uninterrupted
+    args = [*RUN, f"paths.cache_dir={cache}", *FSDP]
+    full = run_script("train.py", *args, "run_name=full", cwd=tmp_path)
+    assert full.returncode == 0, full.stderr[-3000:]
+    expected = tmp_path / "outputs" / "sentiment" / "full" / "checkpoints" / "last.ckpt"
+    assert is_sharded(expected)
+
+    run = tmp_path / "outputs" / "sentiment" / "cut"
+    process = start(tmp_path, cache, *FSDP, "run_name=cut")
+    wait_for_step_checkpoint(run / "checkpoints", process)
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == PREEMPTED_EXIT_CODE, output[-3000:]
+    assert is_sharded(run / "checkpoints" / "preempted.ckpt")
+    again = run_script("train.py", *args, "run_name=cut", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming from" in again.stdout + again.stderr
+    want, got = load_checkpoint(expected), load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert got["global_step"] == want["global_step"] > 10
+    for name, value in want["state_dict"].items():
+        torch.testing.assert_close(got["state_dict"][name], value, rtol=0, atol=0, msg=name)
+    assert not list(run.glob("checkpoints/.*.tmp*"))
+
+    evaluated = run_script("evaluate.py", f"ckpt={run}", f"paths.cache_dir={cache}", cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert "test/acc" in evaluated.stdout
+    ddp = run_script("train.py", *RUN, f"paths.cache_dir={cache}", "run_name=cut", cwd=tmp_path)
+    assert ddp.returncode == 2
+    assert ddp.stderr.strip().splitlines()[-1].startswith("error: ") and "resume it with hardware=fsdp" in ddp.stderr
 
 
 def test_corrupt_newest_checkpoint_is_skipped_with_a_warning(tmp_path, caplog):

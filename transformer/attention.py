@@ -50,6 +50,7 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"attention backend {backend!r} is not one of ('auto', 'sdpa', 'explicit')")
         self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
         self.dropout, self.backend = dropout, backend
+        self.record: list[Tensor] | None = None  # when a list, every forward appends its weights (attend.py)
         # Q, K and V of all heads packed in one matrix (rows [W_Q; W_K; W_V]), as in nn.MultiheadAttention.
         self.in_proj = nn.Linear(d_model, 3 * d_model, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)  # W_O
@@ -84,7 +85,10 @@ class MultiHeadAttention(nn.Module):
         cache: incremental decoding state; with it, `query` holds only the new position(s).
         need_weights: also return the (B, H, T, S) attention weights (explicit path).
         Returns the output (B, T, D) and the weights or None.
+        While `self.record` is a list (transformer.attend.record_attention), the weights of every call are
+        appended to it: the probabilities of this very forward, after masking and before dropout.
         """
+        need_weights = need_weights or self.record is not None
         D = self.d_model
         W, b = self.in_proj.weight, self.in_proj.bias
         if memory is None:  # self-attention: one matmul for Q, K, V
@@ -133,6 +137,8 @@ class MultiHeadAttention(nn.Module):
             weights = None
         else:
             out, weights = explicit_attention(q, k, v, mask, causal, dropout_p)
+            if self.record is not None:
+                self.record.append(weights.detach().float())
         out = out.transpose(1, 2).reshape(q.size(0), T, D)  # (B, T, D): heads concatenated
         return self.out_proj(out), weights
 

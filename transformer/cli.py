@@ -129,3 +129,9 @@ def predict_main() -> None:
     from transformer.training.inference import predict
 
     run(lambda cfg: print("\n".join(predict(cfg))), "predict")
+
+
+def attend_main() -> None:
+    from transformer.training.inference import attend
+
+    run(lambda cfg: print("\n".join(str(path) for path in attend(cfg))), "attend")

@@ -245,6 +245,18 @@ class PredictConfig:
 
 
 @dataclass
+class AttendConfig:
+    ckpt: str = MISSING  # a checkpoint, or a run directory (its averaged, best or last checkpoint)
+    text: str | None = None  # one input; otherwise `input` or standard input, one per line
+    input: str | None = None
+    target: str | None = None  # seq2seq, with `text`: force-decode this output instead of the model's own
+    words: bool = False  # merge SentencePiece pieces into words on the axes
+    alignment_layer: int | None = None  # decoder layer of the alignment; null: the second to last (or the only)
+    output_dir: str = "attention"  # one input: its files here; several: <output_dir>/<line number>/
+    decoding: dict[str, Any] = field(default_factory=dict)  # DecodingConfig keys; null keeps the checkpoint's
+
+
+@dataclass
 class LeadBaselineConfig(SampleTuning):
     task: TaskConfig = MISSING
     dataset: DatasetConfig = MISSING
@@ -264,6 +276,7 @@ SCHEMAS = {
     "prepare_data_schema": PrepareConfig,
     "evaluate_schema": EvaluateConfig,
     "predict_schema": PredictConfig,
+    "attend_schema": AttendConfig,
     "lead_baseline_schema": LeadBaselineConfig,
 }
 

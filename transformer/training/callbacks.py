@@ -7,6 +7,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
 
 from transformer.config import ModelConfig
 from transformer.flops import training_flops
@@ -67,15 +68,26 @@ class ValidationStep(pl.Callback):
 
 class RandomState(pl.Callback):
     """Saves the torch random generators in checkpoints and restores them on resume, so that dropout after a
-    resume draws the same masks as the uninterrupted run (Lightning restores the data order, not the RNG)."""
+    resume draws the same masks as the uninterrupted run (Lightning restores the data order, not the RNG).
+
+    Every rank's generators are saved (each rank draws its own masks): Lightning builds the checkpoint on every
+    rank and writes rank 0's, so state_dict gathers them there. A run resumed on another number of ranks cannot
+    repeat the old masks; rank r then takes saved rank r mod (saved ranks)."""
 
     def state_dict(self) -> dict[str, Any]:
         state = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
             state["cuda"] = torch.cuda.get_rng_state_all()
-        return state
+        ranks: list[Any] = [state]
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            ranks = [None] * dist.get_world_size()
+            dist.all_gather_object(ranks, state)
+        return {"ranks": ranks}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        torch.set_rng_state(state_dict["cpu"])
-        if "cuda" in state_dict and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state_dict["cuda"])
+        ranks = state_dict.get("ranks") or [state_dict]  # checkpoints before per-rank states held one
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        state = ranks[rank % len(ranks)]
+        torch.set_rng_state(state["cpu"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])

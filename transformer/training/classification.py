@@ -42,6 +42,7 @@ class ClassificationModule(pl.LightningModule):
         self.metric_names = list(metrics)
         self._outputs: list[tuple[int, int, int, float]] = []  # (example index, predicted, true label, probability)
         self.predictions: list[tuple[int, int, float]] = []  # (example index, label, probability), test only
+        self.last_validation: dict[int, tuple] = {}  # the latest validation's outputs, by example index
 
     def forward(self, src: torch.Tensor) -> torch.Tensor:
         return self.model(src)  # (B, C) logits
@@ -81,6 +82,8 @@ class ClassificationModule(pl.LightningModule):
         self.log_dict({f"{stage}/{name}": float(functions[name]()) for name in self.metric_names}, prog_bar=True)
         if stage == "test":
             self.predictions = [(i, unique[i][0], unique[i][2]) for i in sorted(unique)]
+        else:  # for TensorBoard (training/tensorboard.py): {index: (predicted, label, probability)}
+            self.last_validation = unique
 
     def on_validation_epoch_start(self) -> None:
         self._outputs = []

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from transformer.data import DatasetConfig, TokenBudgetBatchSampler, Tokenizer, encode_split, example_lengths
 from transformer.data.batching import pad_sequences
 from transformer.errors import UserError
-from transformer.schema import EvaluateConfig, PredictConfig, build, typed
+from transformer.schema import AttendConfig, EvaluateConfig, PredictConfig, build, typed
 from transformer.training.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint, tokenizers, write_json
 from transformer.training.datamodule import Collate
 from transformer.training.hardware import check_accelerator, resolve_precision
@@ -91,15 +91,7 @@ def predict(cfg: DictConfig, stdin: Iterable[str] | None = None) -> list[str]:
     """Label with probability (classification) or generated text (seq2seq) for each input line, in order; an
     empty input line gives an empty output line."""
     config: PredictConfig = typed(cfg)
-    if config.text is not None:
-        texts = [str(config.text)]
-    elif config.input is not None:
-        path = Path(config.input)
-        if not path.is_file():
-            raise UserError(f"input file {path} does not exist: pass input=<text file, one line each>")
-        texts = path.read_text(encoding="utf-8").splitlines()
-    else:
-        texts = [line.rstrip("\n") for line in (stdin if stdin is not None else sys.stdin)]
+    texts = read_inputs(config.text, config.input, stdin)
     if config.batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {config.batch_size}")
     _, checkpoint = open_checkpoint(config.ckpt)
@@ -123,3 +115,50 @@ def predict(cfg: DictConfig, stdin: Iterable[str] | None = None) -> list[str]:
         for i, answer in zip(rows, answers, strict=True):
             outputs[i] = answer
     return outputs
+
+
+def read_inputs(text: str | None, input_file: str | None, stdin: Iterable[str] | None) -> list[str]:
+    """`text`, else the lines of `input_file`, else the lines of standard input."""
+    if text is not None:
+        return [str(text)]
+    if input_file is not None:
+        path = Path(input_file)
+        if not path.is_file():
+            raise UserError(f"input file {path} does not exist: pass input=<text file, one line each>")
+        return path.read_text(encoding="utf-8").splitlines()
+    return [line.rstrip("\n") for line in (stdin if stdin is not None else sys.stdin)]
+
+
+def attend(cfg: DictConfig, stdin: Iterable[str] | None = None) -> list[Path]:
+    """Attention maps of a checkpoint on each input (transformer/attend.py): PNGs, attention.json and
+    attention.html in output_dir (one input) or output_dir/<line number>/ (several). Returns the files written."""
+    from transformer.attend import attention_maps
+    from transformer.attend_report import write_report
+
+    config: AttendConfig = typed(cfg)
+    texts = [t for t in read_inputs(config.text, config.input, stdin) if t.strip()]
+    if not texts:
+        raise UserError('no input text: pass text="...", input=<file> or lines on standard input')
+    _, checkpoint = open_checkpoint(config.ckpt)
+    artifacts = checkpoint["transformer"]
+    if config.target is not None and (artifacts["objective"] != "seq2seq" or len(texts) != 1):
+        raise UserError(
+            "target= force-decodes one given output: use it with one text= and a translation or summarization "
+            "checkpoint"
+        )
+    module = restore_module(checkpoint, config.decoding)
+    if artifacts["objective"] == "seq2seq":
+        layers = module.model.config.n_decoder_layers
+        if config.alignment_layer is not None and not -layers <= config.alignment_layer < layers:
+            raise UserError(
+                f"alignment_layer={config.alignment_layer} does not exist: the decoder has {layers} layers "
+                f"(0..{layers - 1}, or negative from the last)"
+            )
+    written: list[Path] = []
+    out = Path(config.output_dir)
+    for number, text in enumerate(texts, start=1):
+        maps = attention_maps(module, artifacts, text, config.target)
+        folder = out if len(texts) == 1 else out / f"{number:03d}"
+        written += write_report(maps, folder, words=config.words, alignment_layer=config.alignment_layer)
+        print(f"{text!r} -> {maps.prediction!r}: {folder}", file=sys.stderr)
+    return written

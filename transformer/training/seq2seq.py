@@ -63,6 +63,7 @@ class Seq2SeqModule(pl.LightningModule):
         self.pad_id = model_config.pad_id
         self._outputs: list[tuple[int, str, list[str]]] = []  # (example index, hypothesis, references)
         self.predictions: list[tuple[int, str]] = []
+        self.last_validation: dict[int, tuple] = {}  # the latest validation's outputs, by example index
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         return self.model(src, tgt_in)  # (B, T, V)
@@ -112,6 +113,8 @@ class Seq2SeqModule(pl.LightningModule):
         self.log_dict({f"{stage}/{k}": float(v) for k, v in scores.items()}, prog_bar=stage == "val")
         if stage == "test":
             self.predictions = [(i, unique[i][0]) for i in sorted(unique)]
+        else:  # for TensorBoard (training/tensorboard.py): {index: (hypothesis, references)}
+            self.last_validation = unique
 
     def on_validation_epoch_start(self) -> None:
         self._outputs = []

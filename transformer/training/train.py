@@ -31,6 +31,7 @@ from transformer.training.checkpoint import (
     AtomicCheckpointIO,
     check_resumable,
     find_resume_checkpoint,
+    is_sharded,
     make_artifacts,
     write_json,
 )
@@ -40,6 +41,7 @@ from transformer.training.fsdp import FSDPStrategy, GatherForEvaluation
 from transformer.training.hardware import check_accelerator, resolve_precision
 from transformer.training.modules import build_module
 from transformer.training.preemption import Preempted, PreemptionCheckpoint
+from transformer.training.tensorboard import log_hparams
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +94,20 @@ def resume_checkpoint(config: TrainConfig) -> str | None:
     if not auto:
         return None
     found = find_resume_checkpoint(config.paths.output_dir, config.task.name)
-    if found is not None:
-        log.info("resuming from %s", found)
-    return None if found is None else str(found)
+    if found is None:
+        return None
+    check_strategy_reads(found, config)
+    log.info("resuming from %s", found)
+    return str(found)
+
+
+def check_strategy_reads(path: str | Path, config: TrainConfig) -> None:
+    """Only FSDP resumes from a sharded checkpoint (evaluate, predict and averaging read it anywhere)."""
+    if is_sharded(path) and config.trainer.get("strategy") != FSDP_NAME:
+        raise ConfigError(
+            f"{path} is a sharded (hardware=fsdp) checkpoint: resume it with hardware=fsdp, or start a new run "
+            f"directory (run_name=<new name> or resume=never)"
+        )
 
 
 def build_trainer(
@@ -146,6 +159,7 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, A
     check_accelerator(config.trainer)
     if config.ckpt_path:
         check_resumable(config.ckpt_path, config.task.name)
+        check_strategy_reads(config.ckpt_path, config)
     check_writable(config.paths.output_dir)
     pl.seed_everything(config.seed, workers=True)
     prepared = prepare_from_config(config)
@@ -201,6 +215,7 @@ def fit_and_score(trainer: pl.Trainer, module, datamodule, config: TrainConfig, 
             metrics.update({k: float(v) for k, v in result.items()})
     if trainer.is_global_zero:
         write_json(Path(config.paths.output_dir) / "metrics.json", metrics)
+    log_hparams(trainer, module.artifacts["config"], metrics)
     return metrics
 
 

@@ -1,0 +1,6 @@
+"""python scripts/attend.py ckpt=<checkpoint or run dir> text="...": attention maps (transformer/conf/attend.yaml)."""
+
+from transformer.cli import attend_main
+
+if __name__ == "__main__":
+    attend_main()
