@@ -2,7 +2,7 @@
 validation, and the run's hyperparameters beside its final metrics (the HPARAMS tab).
 
 `TensorBoardViews` (callbacks/default.yaml) writes, when a TensorBoard logger is configured, at each validation:
-  - images `attention/<kind>/example<i>`: the last layer's heads and their mean, for the first `examples`
+  - images `attention/<kind>/example<i>`: the last layer's mean of heads and each head, for the first `examples`
     validation examples (encoder self-attention for classification; cross-attention for seq2seq, the decoder
     reading the source while it writes its own greedy output);
   - text `samples/validation` (seq2seq): the first `texts` outputs beside their references;
@@ -19,11 +19,12 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from matplotlib.figure import Figure
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch.distributed.tensor import DTensor
 
 from transformer.attend import maps_of_ids
-from transformer.attend_report import heatmap, layer_figure, plt
+from transformer.attend_report import compact_figure, heatmap
 
 
 def tensorboard(trainer: pl.Trainer) -> TensorBoardLogger | None:
@@ -59,7 +60,7 @@ class TensorBoardViews(pl.Callback):
                 src_ids = split[i]["src_ids"]
                 maps = maps_of_ids(pl_module, pl_module.artifacts, src_ids)
                 layer = maps.layers(kind).size(0) - 1
-                writer.add_figure(f"attention/{kind}/example{i}", layer_figure(maps, kind, layer), step)
+                writer.add_figure(f"attention/{kind}/example{i}", compact_figure(maps, kind, layer), step)
         finally:
             pl_module.train(was_training)
 
@@ -81,12 +82,13 @@ class TensorBoardViews(pl.Callback):
         matrix = multiclass_confusion_matrix(predicted, target, len(names)).float()  # rows: true, cols: predicted
         shares = matrix / matrix.sum(1, keepdim=True).clamp_min(1)
         size = max(3.0, 0.6 * len(names) + 1.5)
-        fig, ax = plt.subplots(figsize=(size, size))
+        fig = Figure(figsize=(size + 0.8, size), dpi=72)
+        ax = fig.subplots()
         heatmap(ax, shares, [f"true {n}" for n in names], [f"pred. {n}" for n in names], "confusion (row shares)")
         for r, row in enumerate(matrix.tolist()):
             for c, count in enumerate(row):
                 ax.text(c, r, f"{int(count)}", ha="center", va="center", fontsize=9, color="black")
-        fig.tight_layout()
+        fig.subplots_adjust(left=0.3, bottom=0.3, right=0.97, top=0.9)
         return fig
 
 
