@@ -106,7 +106,7 @@ def alignment_figure(maps: AttentionMaps, layer: int, soft: torch.Tensor, hard: 
     fig, ax = plt.subplots(figsize=(side, side))
     heatmap(ax, soft, maps.target, maps.source, f"alignment: cross-attention of layer {layer}, mean of heads")
     ax.scatter(hard, range(len(hard)), marker="s", s=18, facecolors="none", edgecolors="tab:red", label="argmax")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     ax.set_xlabel("source")
     ax.set_ylabel("output")
     fig.tight_layout()

@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--tab", default="images", help="timeseries, images, text, hparams, ...")
     parser.add_argument("--filter", default="", help="a tag filter typed into the page's search box")
+    parser.add_argument("--actual-size", action="store_true", help="images tab: show images at their own size")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -45,6 +46,9 @@ def main() -> None:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"http://127.0.0.1:{port}/?darkMode=false#{args.tab}", wait_until="networkidle")
             time.sleep(4)
+            if args.actual_size:
+                page.get_by_text("Show actual image size").click()
+                time.sleep(2)
             if args.filter:
                 page.keyboard.type(args.filter)
                 time.sleep(2)
