@@ -70,7 +70,8 @@ def layer_figure(maps: AttentionMaps, kind: str, layer: int) -> Figure:
         title = f"head {index}" if index < panels - 1 else "mean of heads"
         panel = weights[index] if index < panels - 1 else weights.mean(0)
         heatmap(ax, panel, rows, cols, title)
-    fig.suptitle(f"{TITLES[kind]}, layer {layer}  (rows attend to columns)", fontsize=11)
+    note = "rows attend to columns; colours up to each panel's largest weight"
+    fig.suptitle(f"{TITLES[kind]}, layer {layer}  ({note})", fontsize=11)
     fig.tight_layout()
     return fig
 
