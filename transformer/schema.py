@@ -224,7 +224,8 @@ class PrepareConfig(SampleTuning):
 
 @dataclass
 class EvaluateConfig:
-    ckpt: str = MISSING  # a checkpoint, or a run directory (its averaged, best or last checkpoint)
+    ckpt: Any = MISSING  # a checkpoint, or a run directory (its averaged, best or last checkpoint); a list of them
+    # ([a.ckpt,b.ckpt]) evaluates their ensemble
     split: str = "test"
     output_dir: str | None = None  # metrics and predictions; None: next to the checkpoint
     dataset: DatasetConfig | None = None  # None: the dataset the checkpoint was trained on
