@@ -139,6 +139,8 @@ class TrainConfig:
     preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
     max_nonfinite_steps: int = 10  # a NaN/inf loss skips its step; this many in a row stop the run
     compile: bool = False  # torch.compile each encoder/decoder block (benchmarks/README.md: when it pays)
+    init_from: str | None = None  # start from this checkpoint's (or run directory's) matching weights
+    init_tokenizer: str = "auto"  # auto | checkpoint | run: whose tokenizer encodes the data (training/init.py)
 
     def __post_init__(self) -> None:
         check_objectives(self.task, self.dataset)
@@ -150,6 +152,8 @@ class TrainConfig:
             raise ConfigError(f"resume={self.resume!r} is not one of auto, never (or null: auto with a run_name)")
         if self.run_name is not None and (not self.run_name or "/" in self.run_name):
             raise ConfigError(f"run_name={self.run_name!r} must be a plain directory name")
+        if self.init_tokenizer not in ("auto", "checkpoint", "run"):
+            raise ConfigError(f"init_tokenizer={self.init_tokenizer!r} is not one of auto, checkpoint, run")
         if self.max_nonfinite_steps < 1:
             raise ConfigError(f"max_nonfinite_steps must be >= 1, got {self.max_nonfinite_steps}")
 
