@@ -104,9 +104,9 @@ def test_yaml_holds_values_only(compose_config):
         OmegaConf.merge(cfg, {"optim": {"lr_typo": 1}})
 
 
-@pytest.mark.parametrize("name", ["prepare_data", "evaluate", "predict", "lead_baseline"])
+@pytest.mark.parametrize("name", ["prepare_data", "evaluate", "predict", "baseline", "attend"])
 def test_other_entry_configs_compose(name, compose_config):
-    cfg = compose_config(name, ["ckpt=x.ckpt"] if name in ("evaluate", "predict") else [])
-    if name in ("prepare_data", "lead_baseline"):
+    cfg = compose_config(name, ["ckpt=x.ckpt"] if name in ("evaluate", "predict", "attend") else [])
+    if name in ("prepare_data", "baseline"):
         typed(cfg)
     assert cfg is not None

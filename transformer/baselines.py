@@ -1,7 +1,9 @@
-"""Extractive lead baseline for summarization: the first k words of the source, with k tuned on validation.
-
-Scored by the same function as the models (transformer.training.metrics.generation_metrics), against the same
-references (the target plus the dataset's extra reference columns), so the two are comparable side by side.
+"""The strong simple baseline of each task, beside which every model figure stands (scripts/baseline.py):
+  - classification: TF-IDF of word uni- and bigrams + logistic regression (scikit-learn), C tuned on validation;
+  - summarization: lead-k, the first k words of the source, k tuned on validation;
+  - translation: copy-source, the source sentence as its own translation (names, numbers and punctuation).
+Each is scored by the same functions as the models (transformer.training.metrics), against the same references
+(for seq2seq the target plus the dataset's extra reference columns), so the figures compare side by side.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from typing import Any
 from omegaconf import DictConfig
 
 from transformer.data import prepare_from_config
-from transformer.errors import ConfigError
-from transformer.schema import LeadBaselineConfig, typed
+from transformer.errors import ConfigError, UserError
+from transformer.schema import BaselineConfig, typed
 from transformer.training.checkpoint import write_json
-from transformer.training.metrics import generation_metrics
+from transformer.training.metrics import classification_metrics, generation_metrics
 
 log = logging.getLogger(__name__)
+
+DEFAULT_METHODS = {"classification": "tfidf_lr", "summarization": "lead", "translation": "copy_source"}
 
 
 def lead_words(text: str, k: int) -> str:
@@ -42,40 +46,88 @@ def lead_scores(
     return {k: generation_metrics([lead_words(s, k) for s in sources], references, metrics) for k in ks}
 
 
-def lead_baseline(cfg: DictConfig) -> dict[str, Any]:
-    """Tune k on `tune_split` by `select_by`, then score that k on `eval_split`; writes `output` when set."""
-    config: LeadBaselineConfig = typed(cfg)
-    if config.task.objective != "seq2seq":
-        raise ConfigError(f"the lead baseline needs a seq2seq task, got task={config.task.name}")
-    metrics = list(config.task.metrics)
-    if config.select_by not in metrics:
-        raise ConfigError(f"select_by={config.select_by!r} is not one of the task's metrics {metrics}")
-    ks = list(config.ks)
-    if not ks or min(ks) < 1:
-        raise ConfigError(f"ks must be positive word counts, got {ks}")
+def tfidf_scores(train, tune, evaluate, cs: Sequence[float], ngram_max: int, num_classes: int, metrics, select_by):
+    """TF-IDF + logistic regression fitted on `train` for each C; returns (tuning {C: scores}, best C, its scores
+    on `evaluate`). The TF-IDF vocabulary comes from the training texts only."""
+    try:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+    except ImportError:
+        raise UserError(
+            "the TF-IDF baseline needs scikit-learn: pip install -e '.[baselines]' (or pip install scikit-learn)"
+        ) from None
+    vectorizer = TfidfVectorizer(ngram_range=(1, ngram_max), sublinear_tf=True, lowercase=True)
+    features = vectorizer.fit_transform(train["text"])
+    tune_x, eval_x = vectorizer.transform(tune["text"]), vectorizer.transform(evaluate["text"])
+    tuning, fitted = {}, {}
+    for c in cs:
+        model = LogisticRegression(C=c, max_iter=2000)
+        model.fit(features, train["label"])
+        fitted[c] = model
+        tuning[c] = classification_metrics(model.predict(tune_x), tune["label"], num_classes, metrics)
+    best = max(cs, key=lambda c: tuning[c][select_by])
+    final = classification_metrics(fitted[best].predict(eval_x), evaluate["label"], num_classes, metrics)
+    return tuning, best, final
+
+
+def baseline(cfg: DictConfig) -> dict[str, Any]:
+    """Tune the task's baseline on `tune_split`, score it on `eval_split`, print both; writes `output` if set."""
+    config: BaselineConfig = typed(cfg)
+    task = config.task
+    method = (
+        config.method
+        or DEFAULT_METHODS.get(task.name)
+        or ("tfidf_lr" if task.objective == "classification" else "lead")
+    )
+    metrics = list(task.metrics)
+    select_by = config.select_by or task.monitor.split("/", 1)[-1]
+    if select_by not in metrics:
+        raise ConfigError(f"select_by={select_by!r} is not one of the task's metrics {metrics}: set select_by=")
     prepared = prepare_from_config(config)
-    for split in (config.tune_split, config.eval_split):
+    eval_split = config.eval_split or ("test" if "test" in prepared.splits else "validation")
+    for split in (config.tune_split, eval_split):
         if split not in prepared.splits:
             raise ConfigError(f"split {split!r} not in the dataset; it has {sorted(prepared.splits)}")
+    tune, evaluate = prepared.splits[config.tune_split], prepared.splits[eval_split]
 
-    tuning = lead_scores(*split_texts(prepared.splits[config.tune_split]), ks, metrics)
-    for k, scores in tuning.items():
-        log.info("lead-%d on %s: %s", k, config.tune_split, _format(scores))
-    best_k = max(ks, key=lambda k: tuning[k][config.select_by])
-    final = lead_scores(*split_texts(prepared.splits[config.eval_split]), [best_k], metrics)[best_k]
+    if method == "tfidf_lr":
+        if "train" not in prepared.splits:
+            raise ConfigError("the TF-IDF baseline trains on the dataset's train split, which it does not have")
+        num_classes = max(2, len(prepared.label_names or []))
+        tuning, best, final = tfidf_scores(
+            prepared.splits["train"], tune, evaluate, config.cs, config.ngram_max, num_classes, metrics, select_by
+        )
+        name, setting = f"TF-IDF (1-{config.ngram_max}-grams) + logistic regression, C={best}", {"C": best}
+    elif method == "lead":
+        tuning = lead_scores(*split_texts(tune), config.ks, metrics)
+        best = max(config.ks, key=lambda k: tuning[k][select_by])
+        final = lead_scores(*split_texts(evaluate), [best], metrics)[best]
+        name, setting = f"lead-{best}", {"k": best}
+    else:  # copy_source: nothing to tune
+        sources, references = split_texts(evaluate)
+        final = generation_metrics(sources, references, metrics)
+        tune_sources, tune_references = split_texts(tune)
+        best, tuning = None, {None: generation_metrics(tune_sources, tune_references, metrics)}
+        name, setting = "copy-source", {}
+    for value, scores in tuning.items():
+        log.info("%s %s on %s: %s", method, value, config.tune_split, _format(scores))
     result = {
-        "k": best_k,
-        config.tune_split: tuning[best_k],
-        config.eval_split: final,
-        "tuning": {str(k): scores for k, scores in tuning.items()},
+        "method": method,
+        "baseline": name,
+        **setting,
+        "select_by": select_by,
+        config.tune_split: tuning[best],
+        eval_split: final,
+        "tuning": {str(value): scores for value, scores in tuning.items()},
     }
-    print(f"lead-{best_k} (k tuned on {config.tune_split} by {config.select_by})")
-    print(f"  {config.tune_split}: {_format(tuning[best_k])}")
-    print(f"  {config.eval_split}: {_format(final)}")
+    print(f"{name} (tuned on {config.tune_split} by {select_by})" if setting else name)
+    print(f"  {config.tune_split}: {_format(tuning[best])}")
+    if eval_split != config.tune_split:
+        print(f"  {eval_split}: {_format(final)}")
     if config.output:
         write_json(Path(config.output), result)
     return result
 
 
 def _format(scores: dict[str, float]) -> str:
-    return " ".join(f"{name} {value:.2f}" for name, value in scores.items())
+    return " ".join(f"{name} {value:.4g}" for name, value in scores.items())

@@ -98,10 +98,10 @@ def prepare_main() -> None:
     run(prepare_job, "prepare_data")
 
 
-def lead_baseline_main() -> None:
-    from transformer.baselines import lead_baseline
+def baseline_main() -> None:
+    from transformer.baselines import baseline
 
-    run(lead_baseline, "lead_baseline")
+    run(baseline, "baseline")
 
 
 def train_main() -> None:

@@ -12,6 +12,7 @@ import math
 import torch
 from torch import Tensor
 
+from transformer.ensemble import Seq2SeqEnsemble
 from transformer.model import EncoderDecoder
 
 
@@ -22,7 +23,7 @@ def max_lengths(src_pad_mask: Tensor, max_len_a: float, max_len_b: int, limit: i
 
 
 def _check(model: EncoderDecoder, src: Tensor, beam_size: int = 1) -> None:
-    if not isinstance(model, EncoderDecoder):
+    if not isinstance(model, EncoderDecoder | Seq2SeqEnsemble):
         raise TypeError(f"decoding needs an EncoderDecoder, got {type(model).__name__}")
     if src.dim() != 2 or src.size(1) == 0:
         raise ValueError(f"src must be a non-empty (batch, length) id tensor, got shape {tuple(src.shape)}")

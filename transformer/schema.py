@@ -139,6 +139,8 @@ class TrainConfig:
     preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
     max_nonfinite_steps: int = 10  # a NaN/inf loss skips its step; this many in a row stop the run
     compile: bool = False  # torch.compile each encoder/decoder block (benchmarks/README.md: when it pays)
+    init_from: str | None = None  # start from this checkpoint's (or run directory's) matching weights
+    init_tokenizer: str = "auto"  # auto | checkpoint | run: whose tokenizer encodes the data (training/init.py)
 
     def __post_init__(self) -> None:
         check_objectives(self.task, self.dataset)
@@ -150,6 +152,8 @@ class TrainConfig:
             raise ConfigError(f"resume={self.resume!r} is not one of auto, never (or null: auto with a run_name)")
         if self.run_name is not None and (not self.run_name or "/" in self.run_name):
             raise ConfigError(f"run_name={self.run_name!r} must be a plain directory name")
+        if self.init_tokenizer not in ("auto", "checkpoint", "run"):
+            raise ConfigError(f"init_tokenizer={self.init_tokenizer!r} is not one of auto, checkpoint, run")
         if self.max_nonfinite_steps < 1:
             raise ConfigError(f"max_nonfinite_steps must be >= 1, got {self.max_nonfinite_steps}")
 
@@ -224,7 +228,8 @@ class PrepareConfig(SampleTuning):
 
 @dataclass
 class EvaluateConfig:
-    ckpt: str = MISSING  # a checkpoint, or a run directory (its averaged, best or last checkpoint)
+    ckpt: Any = MISSING  # a checkpoint, or a run directory (its averaged, best or last checkpoint); a list of them
+    # ([a.ckpt,b.ckpt]) evaluates their ensemble
     split: str = "test"
     output_dir: str | None = None  # metrics and predictions; None: next to the checkpoint
     dataset: DatasetConfig | None = None  # None: the dataset the checkpoint was trained on
@@ -257,18 +262,37 @@ class AttendConfig:
 
 
 @dataclass
-class LeadBaselineConfig(SampleTuning):
+class BaselineConfig(SampleTuning):
+    """The strong simple baseline of a task, tuned on `tune_split`, scored on `eval_split` by the models' metrics."""
+
     task: TaskConfig = MISSING
     dataset: DatasetConfig = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
-    ks: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 15, 20, 25, 30])
+    method: str | None = None  # tfidf_lr | lead | copy_source; null: the task's (classification: tfidf_lr,
+    # summarization: lead, translation: copy_source)
+    ks: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 15, 20, 25, 30])  # lead: words
+    cs: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0])  # tfidf_lr: C values
+    ngram_max: int = 2  # tfidf_lr: word n-grams 1..ngram_max
     tune_split: str = "validation"
-    eval_split: str = "test"
-    select_by: str = "rougeL"
+    eval_split: str | None = None  # null: test when the dataset has one, else validation
+    select_by: str | None = None  # the metric the tuning maximizes; null: the task's monitored metric
     output: str | None = None  # write the tuning table and the scores as JSON here
 
     def __post_init__(self) -> None:
         check_objectives(self.task, self.dataset)
+        methods = {"classification": ("tfidf_lr",), "seq2seq": ("lead", "copy_source")}[self.task.objective]
+        if self.method is not None and self.method not in methods:
+            raise ConfigError(
+                f"method={self.method} does not fit task={self.task.name}: choose one of {', '.join(methods)}"
+            )
+        if self.select_by is not None and self.select_by not in self.task.metrics:
+            raise ConfigError(f"select_by={self.select_by!r} is not one of the task's metrics {self.task.metrics}")
+        if not self.ks or min(self.ks) < 1:
+            raise ConfigError(f"ks must be positive word counts, got {self.ks}")
+        if not self.cs or min(self.cs) <= 0:
+            raise ConfigError(f"cs must be positive regularization strengths, got {self.cs}")
+        if self.ngram_max < 1:
+            raise ConfigError(f"ngram_max must be >= 1, got {self.ngram_max}")
 
 
 SCHEMAS = {
@@ -277,7 +301,7 @@ SCHEMAS = {
     "evaluate_schema": EvaluateConfig,
     "predict_schema": PredictConfig,
     "attend_schema": AttendConfig,
-    "lead_baseline_schema": LeadBaselineConfig,
+    "baseline_schema": BaselineConfig,
 }
 
 

@@ -91,9 +91,12 @@ def prepare_dataset(
     cache_dir: str | Path,
     num_proc: int | None = None,
     force: bool = False,
+    tokenizers: tuple[Tokenizer, Tokenizer] | None = None,
 ) -> PreparedData:
     """Return the prepared dataset, reusing `<cache_dir>/<name>/` when its fingerprint still matches.
 
+    `tokenizers` (source, target; e.g. a pretrained checkpoint's) encode the data instead of tokenizers trained on
+    it; that cache lives in `<cache_dir>/<name>-tok<hash>/`, beside the dataset's own.
     A valid cache is loaded without reading the raw data: the fingerprint uses file paths, sizes and mtimes.
     `num_proc`: encoding processes (None: one per PROCESS_MIN_ROWS rows, at most the CPU count).
     Processes that prepare the same dataset at once (the ranks of a torchrun or SLURM job) take turns on a file
@@ -103,17 +106,22 @@ def prepare_dataset(
     with open(Path(cache_dir) / f".{dataset_cfg.name}.lock", "a") as lock:  # "a": the lock file's mtime stays
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            return _prepare(dataset_cfg, data_root, cache_dir, num_proc, force)
+            return _prepare(dataset_cfg, data_root, cache_dir, num_proc, force, tokenizers)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _prepare(
-    dataset_cfg: DatasetConfig, data_root: str | Path | None, cache_dir: str | Path, num_proc: int | None, force: bool
+    dataset_cfg: DatasetConfig,
+    data_root: str | Path | None,
+    cache_dir: str | Path,
+    num_proc: int | None,
+    force: bool,
+    tokenizers: tuple[Tokenizer, Tokenizer] | None = None,
 ) -> PreparedData:
     cfg = dataset_cfg
-    target = Path(cache_dir) / cfg.name
-    fingerprint, inputs = cache_fingerprint(cfg, data_root)
+    fingerprint, inputs = cache_fingerprint(cfg, data_root, tokenizers)
+    target = Path(cache_dir) / (cfg.name if tokenizers is None else f"{cfg.name}-tok{inputs['tokenizers'][:8]}")
     if not force:
         meta = _read_meta(target)
         if meta is not None and meta.get("fingerprint") == fingerprint:
@@ -130,7 +138,7 @@ def _prepare(
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{cfg.name}.tmp-", dir=cache_dir))
     try:
-        meta = _build(cfg, data_root, tmp, num_proc)
+        meta = _build(cfg, data_root, tmp, num_proc, tokenizers)
         meta.update(fingerprint=fingerprint, inputs=inputs, seconds=round(time.perf_counter() - start, 2))
         _write_json(tmp / "meta.json", meta)  # last: a folder without it is never taken for a cache
         _swap_in(tmp, target)
@@ -161,15 +169,17 @@ def load_prepared(directory: str | Path) -> PreparedData:
     )
 
 
-def prepare_from_config(config) -> PreparedData:
+def prepare_from_config(config, tokenizers: tuple[Tokenizer, Tokenizer] | None = None) -> PreparedData:
     """Prepare the dataset of a typed entry config (TrainConfig, PrepareConfig, ...: see transformer/schema.py,
-    which also checks that the task and the dataset agree) and print a one-line summary."""
+    which also checks that the task and the dataset agree) and print a one-line summary. `tokenizers`: see
+    prepare_dataset."""
     data = prepare_dataset(
         config.dataset,
         data_root=config.paths.data_root,
         cache_dir=config.paths.cache_dir,
         num_proc=getattr(config, "num_proc", None),
         force=bool(getattr(config, "force", False)),
+        tokenizers=tokenizers,
     )
     print(data.summary())
     return data
@@ -198,14 +208,25 @@ def encode_split(
     return encoded
 
 
-def cache_fingerprint(cfg: DatasetConfig, data_root: str | Path | None) -> tuple[str, dict[str, Any]]:
+def cache_fingerprint(
+    cfg: DatasetConfig, data_root: str | Path | None, tokenizers: tuple[Tokenizer, Tokenizer] | None = None
+) -> tuple[str, dict[str, Any]]:
     """Hash of everything that affects the prepared data, and what was hashed (kept in meta.json)."""
     inputs = {"version": CACHE_VERSION, "config": cfg.to_dict(), "source": source_identity(cfg, data_root)}
+    if tokenizers is not None:
+        digest = hashlib.sha256(b"".join(t.to_bytes() for t in dict.fromkeys(tokenizers))).hexdigest()
+        inputs["tokenizers"] = digest
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
     return digest, inputs
 
 
-def _build(cfg: DatasetConfig, data_root: str | Path | None, out: Path, num_proc: int | None) -> dict[str, Any]:
+def _build(
+    cfg: DatasetConfig,
+    data_root: str | Path | None,
+    out: Path,
+    num_proc: int | None,
+    tokenizers: tuple[Tokenizer, Tokenizer] | None = None,
+) -> dict[str, Any]:
     """Write tokenizers and encoded splits into `out` and return the meta (without fingerprint)."""
     work = out / "work"
     raw = load_splits(cfg, data_root, work_dir=work, raw_dir=out / "raw")
@@ -215,7 +236,10 @@ def _build(cfg: DatasetConfig, data_root: str | Path | None, out: Path, num_proc
         if len(part.data) == 0:
             raise DataError(f"{part.origin}: no usable rows ({part.skipped} with empty text skipped)")
 
-    src_tok, tgt_tok = _train_tokenizers(cfg, raw["train"])
+    if tokenizers is None:
+        src_tok, tgt_tok = _train_tokenizers(cfg, raw["train"])
+    else:  # classification reads one side only
+        src_tok, tgt_tok = tokenizers if cfg.objective == "seq2seq" else (tokenizers[0], tokenizers[0])
     files = {"src": "spm.model", "tgt": "spm.model"}
     if tgt_tok is not src_tok:
         files = {"src": "src.model", "tgt": "tgt.model"}

@@ -7,7 +7,6 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
 from transformer.config import ModelConfig
 from transformer.model import EncoderClassifier
@@ -20,6 +19,7 @@ from transformer.training.common import (
     training_loss,
 )
 from transformer.training.fsdp import shard_module
+from transformer.training.metrics import classification_metrics
 from transformer.training.optim import OptimConfig
 
 
@@ -72,14 +72,11 @@ class ClassificationModule(pl.LightningModule):
         self._outputs = []
         if not unique:
             return
-        predicted = torch.tensor([unique[i][0] for i in sorted(unique)])
-        target = torch.tensor([unique[i][1] for i in sorted(unique)])
-        functions = {
-            "acc": lambda: multiclass_accuracy(predicted, target, self.num_classes, average="micro"),
-            "f1": lambda: multiclass_f1_score(predicted, target, self.num_classes, average="macro"),
-        }
+        predicted = [unique[i][0] for i in sorted(unique)]
+        target = [unique[i][1] for i in sorted(unique)]
+        scores = classification_metrics(predicted, target, self.num_classes, self.metric_names)
         # every rank holds the same gathered values, so no further reduction is needed
-        self.log_dict({f"{stage}/{name}": float(functions[name]()) for name in self.metric_names}, prog_bar=True)
+        self.log_dict({f"{stage}/{name}": value for name, value in scores.items()}, prog_bar=True)
         if stage == "test":
             self.predictions = [(i, unique[i][0], unique[i][2]) for i in sorted(unique)]
         else:  # for TensorBoard (training/tensorboard.py): {index: (predicted, label, probability)}

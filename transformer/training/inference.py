@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from transformer.data import DatasetConfig, TokenBudgetBatchSampler, Tokenizer, encode_split, example_lengths
 from transformer.data.batching import pad_sequences
+from transformer.ensemble import ensemble
 from transformer.errors import UserError
 from transformer.schema import AttendConfig, EvaluateConfig, PredictConfig, build, typed
 from transformer.training.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint, tokenizers, write_json
@@ -35,10 +36,16 @@ def open_checkpoint(path: str) -> tuple[Path, dict[str, Any]]:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Metrics of a checkpoint on a split; writes metrics_<split>.json and one prediction per line."""
+    """Metrics of a checkpoint (or of an ensemble: ckpt=[a,b,...]) on a split; writes metrics_<split>.json
+    (ensemble_metrics_<split>.json) and one prediction per line."""
     config: EvaluateConfig = typed(cfg)
     check_accelerator(config.trainer)
-    path, checkpoint = open_checkpoint(config.ckpt)
+    paths = list(config.ckpt) if isinstance(config.ckpt, list | tuple) else [config.ckpt]
+    if not paths:
+        raise UserError("ckpt=[] names no checkpoint: pass ckpt=<file or run dir> or ckpt=[a.ckpt,b.ckpt]")
+    opened = [open_checkpoint(str(p)) for p in paths]
+    path, checkpoint = opened[0]
+    check_ensemble(opened)
     artifacts = checkpoint["transformer"]
     dataset = config.dataset or typed_dataset(artifacts["config"]["dataset"])
     if dataset.objective != artifacts["objective"]:
@@ -47,6 +54,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             f"{dataset.name!r} is {dataset.objective}: pass a matching dataset= or checkpoint"
         )
     module = restore_module(checkpoint, config.decoding)
+    if len(opened) > 1:  # the first member's module (decoding settings, metrics) runs the ensemble
+        module.model = ensemble([module.model] + [restore_module(c, config.decoding).model for _, c in opened[1:]])
     src_tok, tgt_tok = tokenizers(artifacts)
     split = encode_split(dataset, config.paths.data_root, config.split, src_tok, tgt_tok, artifacts["label_names"])
     loader = evaluation_loader(split, artifacts["objective"], tgt_tok, config.batching.eval_max_tokens)
@@ -63,10 +72,25 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     results = trainer.test(module, dataloaders=loader, verbose=False)[0]
     metrics = {k.replace("test/", f"{config.split}/", 1): float(v) for k, v in results.items()}
     out_dir = Path(config.output_dir) if config.output_dir else path.resolve().parent
-    write_json(out_dir / f"metrics_{config.split}.json", metrics)
+    prefix = "ensemble_" if len(opened) > 1 else ""  # an ensemble's files never replace its first member's
+    write_json(out_dir / f"{prefix}metrics_{config.split}.json", metrics)
     lines = prediction_lines(module, artifacts)
-    (out_dir / f"predictions_{config.split}.txt").write_text("".join(line + "\n" for line in lines))
+    (out_dir / f"{prefix}predictions_{config.split}.txt").write_text("".join(line + "\n" for line in lines))
     return metrics
+
+
+def check_ensemble(opened: list[tuple[Path, dict[str, Any]]]) -> None:
+    """The members of an ensemble must read and write the same tokens and labels."""
+    first_path, first = opened[0]
+    reference = first["transformer"]
+    for path, checkpoint in opened[1:]:
+        artifacts = checkpoint["transformer"]
+        same = all(artifacts[key] == reference[key] for key in ("objective", "src_tokenizer", "tgt_tokenizer"))
+        if not same or artifacts["label_names"] != reference["label_names"]:
+            raise CheckpointError(
+                f"{path} and {first_path} do not share their task, tokenizer and labels, so they cannot form an "
+                f"ensemble: ensemble checkpoints trained on the same prepared data"
+            )
 
 
 def typed_dataset(values: dict[str, Any]) -> DatasetConfig:

@@ -1,15 +1,37 @@
-"""Text-generation metrics from the field's libraries: sacreBLEU (BLEU, chrF) and rouge-score (ROUGE-1/2/L)."""
+"""The metrics of every task, from the field's libraries: torchmetrics (accuracy, macro-F1), sacreBLEU (BLEU, chrF)
+and rouge-score (ROUGE-1/2/L). Models and baselines are scored by these same functions."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import sacrebleu
+import torch
 from rouge_score import rouge_scorer
+from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
 from transformer.errors import ConfigError
 
 GENERATION_METRICS = ("bleu", "chrf", "rouge1", "rouge2", "rougeL")
+CLASSIFICATION_METRICS = ("acc", "f1")
+
+
+def classification_metrics(
+    predicted: Sequence[int] | torch.Tensor,
+    target: Sequence[int] | torch.Tensor,
+    num_classes: int,
+    names: Sequence[str],
+) -> dict[str, float]:
+    """Accuracy (micro, 0-1) and macro-F1 (0-1) of predicted class ids against the labels."""
+    unknown = sorted(set(names) - set(CLASSIFICATION_METRICS))
+    if unknown:
+        raise ConfigError(f"unknown metrics {unknown}; choose among {CLASSIFICATION_METRICS}")
+    predicted, target = torch.as_tensor(predicted), torch.as_tensor(target)
+    functions = {
+        "acc": lambda: multiclass_accuracy(predicted, target, num_classes, average="micro"),
+        "f1": lambda: multiclass_f1_score(predicted, target, num_classes, average="macro"),
+    }
+    return {name: float(functions[name]()) for name in names}
 
 
 def generation_metrics(

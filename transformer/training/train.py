@@ -33,12 +33,14 @@ from transformer.training.checkpoint import (
     find_resume_checkpoint,
     is_sharded,
     make_artifacts,
+    tokenizers,
     write_json,
 )
 from transformer.training.datamodule import TextDataModule
 from transformer.training.fsdp import NAME as FSDP_NAME
 from transformer.training.fsdp import FSDPStrategy, GatherForEvaluation
 from transformer.training.hardware import check_accelerator, resolve_precision
+from transformer.training.init import check_same_tokenizers, initialize, keeps_checkpoint_tokenizer, open_init
 from transformer.training.modules import build_module
 from transformer.training.preemption import Preempted, PreemptionCheckpoint
 from transformer.training.tensorboard import log_hparams
@@ -162,7 +164,11 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, A
         check_strategy_reads(config.ckpt_path, config)
     check_writable(config.paths.output_dir)
     pl.seed_everything(config.seed, workers=True)
-    prepared = prepare_from_config(config)
+    init = open_init(config.init_from) if config.init_from else None
+    keep = init is not None and keeps_checkpoint_tokenizer(config.init_tokenizer, init[1])
+    prepared = prepare_from_config(config, tokenizers(init[1]["transformer"]) if keep else None)
+    if init is not None and not keep:
+        check_same_tokenizers(init[0], init[1], prepared.src_tokenizer, prepared.tgt_tokenizer)
     model_config = build_model_config(config, prepared)
     artifacts = make_artifacts(
         OmegaConf.to_container(cfg, resolve=True),
@@ -172,6 +178,9 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, A
         prepared.label_names,
     )
     module = build_module(artifacts, model_config, config.optim, config.decoding, config.max_nonfinite_steps)
+    if init is not None:
+        log.info("%s", initialize(module.model, init[1], str(init[0])).summary())
+        del init  # the checkpoint's tensors are copied
     if config.compile:
         compile_blocks(module.model)
     datamodule = TextDataModule(prepared, config.task.objective, config.batching, config.seed)

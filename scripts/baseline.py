@@ -1,0 +1,6 @@
+"""python scripts/baseline.py task=<name> [dataset=...]: the task's simple baseline (transformer/conf/baseline.yaml)."""
+
+from transformer.cli import baseline_main
+
+if __name__ == "__main__":
+    baseline_main()
