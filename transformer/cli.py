@@ -99,17 +99,21 @@ def prepare_main() -> None:
 
 
 def baseline_main() -> None:
-    from transformer.baselines import baseline
+    def baseline_job(cfg: DictConfig) -> None:
+        from transformer.baselines import baseline
 
-    run(baseline, "baseline")
+        baseline(cfg)
+
+    run(baseline_job, "baseline")
 
 
 def train_main() -> None:
-    from transformer.training.preemption import PREEMPTED_EXIT_CODE
-    from transformer.training.train import train
-
     def train_job(cfg: DictConfig) -> float | None:
         """Returns the monitored metric, which sweepers (e.g. Optuna) optimize; a preempted run exits with 75."""
+        # imported inside the job: --help, --cfg and composition errors answer without loading Lightning
+        from transformer.training.preemption import PREEMPTED_EXIT_CODE
+        from transformer.training.train import train
+
         metrics = train(cfg)
         if metrics.get("preempted"):
             raise SystemExit(PREEMPTED_EXIT_CODE)
@@ -120,18 +124,27 @@ def train_main() -> None:
 
 
 def evaluate_main() -> None:
-    from transformer.training.inference import evaluate
+    def evaluate_job(cfg: DictConfig) -> None:
+        from transformer.training.inference import evaluate  # inside the job, as in train_main
 
-    run(lambda cfg: print(json.dumps(evaluate(cfg), indent=2, sort_keys=True)), "evaluate")
+        print(json.dumps(evaluate(cfg), indent=2, sort_keys=True))
+
+    run(evaluate_job, "evaluate")
 
 
 def predict_main() -> None:
-    from transformer.training.inference import predict
+    def predict_job(cfg: DictConfig) -> None:
+        from transformer.training.inference import predict
 
-    run(lambda cfg: print("\n".join(predict(cfg))), "predict")
+        print("\n".join(predict(cfg)))
+
+    run(predict_job, "predict")
 
 
 def attend_main() -> None:
-    from transformer.training.inference import attend
+    def attend_job(cfg: DictConfig) -> None:
+        from transformer.training.inference import attend
 
-    run(lambda cfg: print("\n".join(str(path) for path in attend(cfg))), "attend")
+        print("\n".join(str(path) for path in attend(cfg)))
+
+    run(attend_job, "attend")

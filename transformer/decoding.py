@@ -8,12 +8,31 @@ decode with less work. Hypotheses are returned without BOS and EOS.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from transformer.ensemble import Seq2SeqEnsemble
+from transformer.errors import ConfigError
 from transformer.model import EncoderDecoder
+
+
+@dataclass
+class DecodingConfig:
+    beam_size: int = 4
+    length_penalty: float = 1.0
+    max_len_a: float = 1.2  # budget of a*source_length + b generated tokens
+    max_len_b: int = 10
+    min_len: int = 0  # no EOS before this many tokens (fairseq --min-len), unless the budget ends first
+    val_beam_size: int | None = 1  # validation during training: 1 is greedy (fast); None: beam_size
+    val_max_batches: int | None = None  # decode only the first batches of validation (loss uses all)
+
+    def __post_init__(self) -> None:
+        if self.beam_size < 1 or (self.val_beam_size is not None and self.val_beam_size < 1):
+            raise ConfigError(f"beam sizes must be >= 1, got {self.beam_size} / {self.val_beam_size}")
+        if self.min_len < 0:
+            raise ConfigError(f"decoding.min_len must be >= 0, got {self.min_len}")
 
 
 def max_lengths(src_pad_mask: Tensor, max_len_a: float, max_len_b: int, limit: int) -> Tensor:

@@ -21,13 +21,12 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from transformer.config import ModelConfig
+from transformer.data.batching import BatchingConfig
 from transformer.data.config import DatasetConfig
+from transformer.decoding import DecodingConfig
 from transformer.errors import ConfigError
-from transformer.training.datamodule import BatchingConfig
-from transformer.training.fsdp import FSDPConfig
 from transformer.training.metrics import GENERATION_METRICS
 from transformer.training.optim import OptimConfig
-from transformer.training.seq2seq import DecodingConfig
 
 OBJECTIVES = ("classification", "seq2seq")
 CLASSIFICATION_METRICS = ("acc", "f1")
@@ -106,6 +105,17 @@ class PreemptionConfig:
     enabled: bool = True
     signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1"])
     requeue: bool = True  # `scontrol requeue` the SLURM job (sbatch --requeue), which then resumes
+
+
+@dataclass
+class FSDPConfig:
+    """hardware.fsdp: how the model is sharded (only read with trainer.strategy=fsdp)."""
+
+    reshard_after_forward: bool = True  # free the gathered weights after each block's forward (ZeRO-3); false:
+    # keep them until the backward (ZeRO-2-like: more memory, one all-gather less per block)
+    bf16_params: bool = True  # under bf16 precision, gather weights in bf16 (half the traffic); gradients are
+    # reduced in fp32 and the optimizer keeps fp32 weights either way
+    sharded_checkpoints: bool = True  # each rank writes its shard; false: rank 0 gathers one full .ckpt file
 
 
 @dataclass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -11,19 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from transformer.data import TokenBudgetBatchSampler, collate_classification, collate_seq2seq, example_lengths
-from transformer.errors import ConfigError
-
-
-@dataclass
-class BatchingConfig:
-    max_tokens: int | None = 4096
-    batch_size: int | None = None
-    eval_max_tokens: int | None = 8192
-    num_workers: int = 0
-
-    def __post_init__(self) -> None:
-        if self.max_tokens is None and self.batch_size is None:
-            raise ConfigError("batching needs max_tokens or batch_size: set batching.max_tokens=4096, for example")
+from transformer.data.batching import BatchingConfig
 
 
 class Collate:

@@ -14,7 +14,6 @@ load everywhere else (evaluate, predict, averaging) through `training/checkpoint
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +22,9 @@ import torch
 from pytorch_lightning.strategies import ModelParallelStrategy
 
 from transformer.model import DecoderBlock, EncoderBlock
+from transformer.schema import FSDPConfig
 
 NAME = "fsdp"  # trainer.strategy=fsdp selects this strategy (hardware/fsdp.yaml)
-
-
-@dataclass
-class FSDPConfig:
-    """hardware.fsdp: how the model is sharded (only read with trainer.strategy=fsdp)."""
-
-    reshard_after_forward: bool = True  # free the gathered weights after each block's forward (ZeRO-3); false:
-    # keep them until the backward (ZeRO-2-like: more memory, one all-gather less per block)
-    bf16_params: bool = True  # under bf16 precision, gather weights in bf16 (half the traffic); gradients are
-    # reduced in fp32 and the optimizer keeps fp32 weights either way
-    sharded_checkpoints: bool = True  # each rank writes its shard; false: rank 0 gathers one full .ckpt file
 
 
 class FSDPStrategy(ModelParallelStrategy):

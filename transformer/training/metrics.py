@@ -8,7 +8,6 @@ from collections.abc import Sequence
 import sacrebleu
 import torch
 from rouge_score import rouge_scorer
-from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
 from transformer.errors import ConfigError
 
@@ -23,6 +22,9 @@ def classification_metrics(
     names: Sequence[str],
 ) -> dict[str, float]:
     """Accuracy (micro, 0-1) and macro-F1 (0-1) of predicted class ids against the labels."""
+    # imported here: the configs import this module's names, and torchmetrics takes seconds to import
+    from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
+
     unknown = sorted(set(names) - set(CLASSIFICATION_METRICS))
     if unknown:
         raise ConfigError(f"unknown metrics {unknown}; choose among {CLASSIFICATION_METRICS}")

@@ -7,11 +7,12 @@ from typing import Any
 import pytorch_lightning as pl
 
 from transformer.config import ModelConfig
+from transformer.decoding import DecodingConfig
 from transformer.schema import build
 from transformer.training.checkpoint import tokenizers
 from transformer.training.classification import ClassificationModule
 from transformer.training.optim import OptimConfig
-from transformer.training.seq2seq import DecodingConfig, Seq2SeqModule
+from transformer.training.seq2seq import Seq2SeqModule
 
 
 def build_module(

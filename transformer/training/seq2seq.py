@@ -3,15 +3,13 @@ training, beam search with sacreBLEU / chrF / ROUGE for validation and test."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 
 from transformer.config import ModelConfig
-from transformer.decoding import beam_search, greedy_search
-from transformer.errors import ConfigError
+from transformer.decoding import DecodingConfig, beam_search, greedy_search
 from transformer.model import EncoderDecoder
 from transformer.training.common import (
     NonFiniteGuard,
@@ -24,23 +22,6 @@ from transformer.training.common import (
 from transformer.training.fsdp import shard_module
 from transformer.training.metrics import generation_metrics
 from transformer.training.optim import OptimConfig
-
-
-@dataclass
-class DecodingConfig:
-    beam_size: int = 4
-    length_penalty: float = 1.0
-    max_len_a: float = 1.2  # budget of a*source_length + b generated tokens
-    max_len_b: int = 10
-    min_len: int = 0  # no EOS before this many tokens (fairseq --min-len), unless the budget ends first
-    val_beam_size: int | None = 1  # validation during training: 1 is greedy (fast); None: beam_size
-    val_max_batches: int | None = None  # decode only the first batches of validation (loss uses all)
-
-    def __post_init__(self) -> None:
-        if self.beam_size < 1 or (self.val_beam_size is not None and self.val_beam_size < 1):
-            raise ConfigError(f"beam sizes must be >= 1, got {self.beam_size} / {self.val_beam_size}")
-        if self.min_len < 0:
-            raise ConfigError(f"decoding.min_len must be >= 0, got {self.min_len}")
 
 
 class Seq2SeqModule(pl.LightningModule):
