@@ -113,10 +113,11 @@ def alignment_figure(maps: AttentionMaps, layer: int, soft: torch.Tensor, hard: 
     return fig
 
 
-def report_data(maps: AttentionMaps, words: bool, alignment_layer: int | None = None) -> dict[str, Any]:
+def report_data(maps: AttentionMaps, shown: AttentionMaps, alignment_layer: int | None = None) -> dict[str, Any]:
     """Everything the JSON file and the HTML page hold: tokens, maps (per kind: [layer][head][row][column]),
-    per-head summaries, and the rollout (classification) or the alignment (seq2seq)."""
-    shown = merge_words(maps) if words else maps
+    per-head summaries, and the rollout (classification) or the alignment (seq2seq). `maps` are on pieces,
+    `shown` the maps on the axes the user asked for (the same, or merge_words(maps))."""
+    words = shown.words
     data: dict[str, Any] = {
         "objective": maps.objective,
         "prediction": maps.prediction,
@@ -158,8 +159,8 @@ def write_report(
     """attention.json, attention.html and the PNGs of one input into out_dir; returns the paths written."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data = report_data(maps, words, alignment_layer)
     shown = merge_words(maps) if words else maps
+    data = report_data(maps, shown, alignment_layer)
     written = []
     for kind in KINDS:
         weights = shown.layers(kind)
