@@ -48,6 +48,7 @@ class ModelConfig:
     backend: str = "auto"  # auto | sdpa | explicit; auto: fused SDPA on GPUs, the explicit path on CPU (faster there)
     copy_attention: bool = False  # pointer-generator (See et al., 2017): seq2seq mixes in copying source tokens
     activation_checkpointing: bool = False  # training recomputes each block's activations in the backward pass
+    pretrain_objective: str = "mlm"  # task=pretrain only: mlm (an encoder, BERT) | denoising (encoder-decoder, BART)
 
     def __post_init__(self) -> None:
         def positive(name: str) -> None:
@@ -77,6 +78,7 @@ class ModelConfig:
             "pooling": ("mean", "first"),
             "backend": ("auto", "sdpa", "explicit"),
             "activation": ("relu", "gelu"),
+            "pretrain_objective": ("mlm", "denoising"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -220,6 +220,44 @@ class EncoderClassifier(nn.Module):
         return self.head(self.dropout(pooled))
 
 
+class MaskedLM(nn.Module):
+    """Transformer encoder with BERT's masked-language-modelling head (pretraining, model.pretrain_objective=mlm).
+
+    Its encoder has the names of EncoderClassifier's (`encoder.*`), so a classifier (or an encoder-decoder's
+    encoder) fine-tunes from it with init_from. Head: dense, GELU, LayerNorm, then the token embedding transposed
+    plus a bias, applied only at the positions that have a label (15% of them), which saves most of its cost.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config, token_embedding(config.vocab_size, config))
+        self.lm_dense = nn.Linear(config.d_model, config.d_model)
+        self.lm_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.lm_bias = nn.Parameter(torch.zeros(config.vocab_size))
+        nn.init.xavier_uniform_(self.lm_dense.weight)
+        nn.init.zeros_(self.lm_dense.bias)
+
+    def predict(self, h: Tensor) -> Tensor:
+        """Encoder states (..., D) -> vocabulary logits (..., V)."""
+        h = self.lm_norm(F.gelu(self.lm_dense(h)))
+        return F.linear(h, self.encoder.embed.tokens.weight, self.lm_bias)
+
+    def forward(self, src: Tensor) -> Tensor:
+        """src: (B, S) ids with <mask> pieces. Returns logits (B, S, V) at every position."""
+        return self.predict(self.encoder(src)[0])
+
+    def loss(self, src: Tensor, labels: Tensor, ignore_index: int = -100, reduction: str = "mean") -> tuple:
+        """Cross-entropy of the labelled positions of labels (B, S) (the others hold ignore_index).
+
+        Returns (loss, logits (N, V) of the N labelled positions, their labels (N,)), for accuracy."""
+        h, _ = self.encoder(src)
+        keep = labels.ne(ignore_index)  # (B, S)
+        logits = self.predict(h[keep]).float()  # (N, V)
+        target = labels[keep]
+        return F.cross_entropy(logits, target, reduction=reduction), logits, target
+
+
 class PointerGenerator(nn.Module):
     """Copy mechanism of See et al. (2017) for a shared source/target vocabulary.
 
@@ -391,9 +429,11 @@ def compile_blocks(model: nn.Module) -> nn.Module:
 
 
 def build_model(config: ModelConfig, kind: str) -> nn.Module:
-    """kind: "classifier" or "seq2seq"."""
+    """kind: "classifier", "seq2seq" or "mlm"."""
     if kind == "classifier":
         return EncoderClassifier(config)
+    if kind == "mlm":
+        return MaskedLM(config)
     if kind == "seq2seq":
         return EncoderDecoder(config)
-    raise ValueError(f"unknown model kind {kind!r}; choose 'classifier' or 'seq2seq'")
+    raise ValueError(f"unknown model kind {kind!r}; choose 'classifier', 'seq2seq' or 'mlm'")

@@ -23,13 +23,17 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from transformer.config import ModelConfig
 from transformer.data.batching import BatchingConfig
 from transformer.data.config import DatasetConfig
+from transformer.data.noising import NoiseConfig
 from transformer.decoding import DecodingConfig
 from transformer.errors import ConfigError
 from transformer.training.metrics import GENERATION_METRICS
 from transformer.training.optim import OptimConfig
 
-OBJECTIVES = ("classification", "seq2seq")
+OBJECTIVES = ("classification", "seq2seq", "pretrain")
 CLASSIFICATION_METRICS = ("acc", "f1")
+PRETRAIN_METRICS = ("acc", "ppl")  # of the predicted tokens; ppl = exp(val/loss)
+TASK_METRICS = {"classification": CLASSIFICATION_METRICS, "seq2seq": GENERATION_METRICS, "pretrain": PRETRAIN_METRICS}
+DATASET_OBJECTIVE = {"classification": "classification", "seq2seq": "seq2seq", "pretrain": "text"}
 
 
 @dataclass
@@ -37,15 +41,16 @@ class TaskConfig:
     """What to optimize and how to score it: the objective, its metrics and the monitored one."""
 
     name: str = MISSING
-    objective: str = MISSING  # classification | seq2seq
-    metrics: list[str] = field(default_factory=list)  # classification: acc, f1; seq2seq: bleu, chrf, rouge1/2/L
+    objective: str = MISSING  # classification | seq2seq | pretrain
+    metrics: list[str] = field(default_factory=list)  # classification: acc, f1; seq2seq: bleu, chrf, rouge1/2/L;
+    # pretrain: acc, ppl
     monitor: str = "val/loss"  # what checkpointing and early stopping watch; one of logged_metrics()
     mode: str = "min"  # min | max
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"task.objective={self.objective!r} is not one of {OBJECTIVES}")
-        known = CLASSIFICATION_METRICS if self.objective == "classification" else GENERATION_METRICS
+        known = TASK_METRICS[self.objective]
         unknown = sorted(set(self.metrics) - set(known))
         if unknown:
             raise ConfigError(f"task.metrics has {unknown}, which a {self.objective} task cannot compute: use {known}")
@@ -67,9 +72,10 @@ def check_monitor(key: str, monitor: str | None, task: TaskConfig) -> None:
 
 
 def check_objectives(task: TaskConfig, dataset: DatasetConfig) -> None:
-    if dataset.objective != task.objective:
+    wanted = DATASET_OBJECTIVE[task.objective]
+    if dataset.objective != wanted:
         raise ConfigError(
-            f"task {task.name!r} needs a {task.objective} dataset, but dataset {dataset.name!r} is "
+            f"task {task.name!r} needs a {wanted} dataset, but dataset {dataset.name!r} is "
             f"{dataset.objective}: pick a matching dataset= or task="
         )
 
@@ -134,6 +140,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     decoding: DecodingConfig = field(default_factory=DecodingConfig)  # seq2seq tasks only
+    noise: NoiseConfig = field(default_factory=NoiseConfig)  # task=pretrain only: how the text is corrupted
     paths: PathsConfig = field(default_factory=PathsConfig)
     trainer: dict[str, Any] = field(default_factory=dict)  # pytorch_lightning.Trainer arguments (hardware=...)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
@@ -151,6 +158,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile each encoder/decoder block (benchmarks/README.md: when it pays)
     init_from: str | None = None  # start from this checkpoint's (or run directory's) matching weights
     init_tokenizer: str = "auto"  # auto | checkpoint | run: whose tokenizer encodes the data (training/init.py)
+    # Hydra overrides of a pretraining run (task=pretrain ...) that trains first, in <run dir>/pretrain, and whose
+    # final weights become init_from: a pretrain-then-fine-tune recipe in one command (training/stages.py)
+    pretrain_run: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         check_objectives(self.task, self.dataset)

@@ -14,8 +14,14 @@ from omegaconf import MISSING
 from transformer.errors import UserError
 
 SPLITS = ("train", "validation", "test")  # canonical split names; test is optional
-FORMATS = ("csv", "tsv", "json", "jsonl", "parquet", "parallel", "sample")
+FORMATS = ("csv", "tsv", "json", "jsonl", "parquet", "parallel", "text", "sample")  # text: one example per line
+OBJECTIVES = ("classification", "seq2seq", "text")  # text: raw text for pretraining (task=pretrain)
 SAMPLE_OBJECTIVES = {"sentiment": "classification", "translation": "seq2seq", "summarization": "seq2seq"}
+SAMPLE_TEXT_COLUMNS = {
+    "sentiment": ["text"],
+    "translation": ["source", "target"],
+    "summarization": ["source", "target"],
+}
 
 
 class DataError(UserError):
@@ -60,8 +66,8 @@ class DatasetConfig:
     """
 
     name: str = MISSING  # cache folder: <cache_dir>/<name>/
-    objective: str = MISSING  # classification | seq2seq
-    format: str | None = None  # csv | tsv | json | jsonl | parquet | parallel (local files); sample = generated
+    objective: str = MISSING  # classification | seq2seq | text (pretraining)
+    format: str | None = None  # csv | tsv | json | jsonl | parquet | parallel | text (local files); sample = generated
     local_dir: str | None = None  # absolute, or relative to paths.data_root
     # canonical split -> file name or glob inside local_dir; for `parallel` the file stem (train -> train.de.gz)
     splits: dict[str, str] = field(default_factory=dict)
@@ -78,6 +84,9 @@ class DatasetConfig:
     source_column: str | None = None  # seq2seq; None = src_lang if set, else "source"
     target_column: str | None = None  # None = tgt_lang if set, else "target"
     reference_columns: list[str] = field(default_factory=list)  # extra references kept raw for metrics
+    # objective text: the columns read as text, every value (or list item) one example; [] = the format's own:
+    # `text` for format text, both languages for parallel, the sample's text columns, else [text_column]
+    text_columns: list[str] = field(default_factory=list)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     max_source_len: int = 256  # tokens; longer sources are truncated (and counted)
     max_target_len: int = 128  # tokens including bos (tgt_in) or eos (tgt_out)
@@ -91,14 +100,14 @@ class DatasetConfig:
             raise DataError("the dataset needs a name and an objective: pick one with dataset=<name>")
         if not isinstance(self.name, str) or not self.name or "/" in self.name or self.name.startswith("."):
             raise DataError(f"dataset.name must be a plain folder name, got {self.name!r}")
-        if self.objective not in ("classification", "seq2seq"):
-            raise DataError(f"dataset.objective={self.objective!r} is not one of ('classification', 'seq2seq')")
+        if self.objective not in OBJECTIVES:
+            raise DataError(f"dataset.objective={self.objective!r} is not one of {OBJECTIVES}")
         if self.format is not None and self.format not in FORMATS:
             raise DataError(f"dataset.format={self.format!r} is not one of {FORMATS}")
         if self.format == "sample":
             if self.sample not in SAMPLE_OBJECTIVES:
                 raise DataError(f"dataset.sample={self.sample!r} is not one of {tuple(SAMPLE_OBJECTIVES)}")
-            if SAMPLE_OBJECTIVES[self.sample] != self.objective:
+            if SAMPLE_OBJECTIVES[self.sample] != self.objective and self.objective != "text":
                 raise DataError(f"dataset.sample={self.sample!r} is a {SAMPLE_OBJECTIVES[self.sample]} sample")
             self.splits = self.splits or {split: f"{split}.jsonl" for split in SPLITS}
         elif self.local_dir is None and self.hub is None:
@@ -107,8 +116,10 @@ class DatasetConfig:
             raise DataError(f"dataset.local_dir needs dataset.format, one of {FORMATS[:-1]}")
         if self.format == "parallel" and not (self.src_lang and self.tgt_lang):
             raise DataError("dataset.format=parallel needs dataset.src_lang and dataset.tgt_lang")
-        if self.format == "parallel" and self.objective != "seq2seq":
-            raise DataError("dataset.format=parallel is for seq2seq datasets")
+        if self.format == "parallel" and self.objective == "classification":
+            raise DataError("dataset.format=parallel is for seq2seq and text datasets")
+        if self.format == "text" and self.objective != "text":
+            raise DataError("dataset.format=text (one example per line) is for text datasets (objective: text)")
         _check_splits(self.splits, "dataset.splits", required=self.local_dir is not None or self.format == "sample")
         if self.hub_splits is not None:
             _check_splits(self.hub_splits, "dataset.hub_splits", required=True)
@@ -120,11 +131,22 @@ class DatasetConfig:
                 raise DataError(f"dataset.label_names must be a list of distinct names, got {names!r}")
             self.label_names = list(names)
         self.reference_columns = list(self.reference_columns)
+        if self.objective == "text":
+            self.text_columns = list(self.text_columns) or self.default_text_columns()
         for name in ("max_source_len", "max_target_len"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 2:
                 raise DataError(f"dataset.{name} must be an integer >= 2, got {getattr(self, name)!r}")
         if self.max_examples is not None and (not _is_int(self.max_examples) or self.max_examples <= 0):
             raise DataError(f"dataset.max_examples must be a positive integer or null, got {self.max_examples!r}")
+
+    def default_text_columns(self) -> list[str]:
+        if self.format == "text":
+            return ["text"]
+        if self.format == "parallel":
+            return [self.source_column, self.target_column]
+        if self.format == "sample":
+            return list(SAMPLE_TEXT_COLUMNS[self.sample])
+        return [self.text_column]
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> DatasetConfig:

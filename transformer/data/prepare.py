@@ -281,6 +281,9 @@ def _train_tokenizers(cfg: DatasetConfig, train: RawSplit) -> tuple[Tokenizer, T
         "input_sentence_size": t.input_sentence_size,
     }
     key = "dataset.tokenizer.vocab_size"
+    if cfg.objective == "text":  # pretraining corrupts its input with <mask>: the piece must exist
+        tok = train_tokenizer(_texts(train.data, "text"), t.vocab_size, setting=key, mask=True, **options)
+        return tok, tok
     if cfg.objective == "classification":
         tok = train_tokenizer(_texts(train.data, "text"), t.vocab_size, setting=key, **options)
         return tok, tok

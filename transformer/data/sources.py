@@ -2,7 +2,8 @@
 
 Canonical columns: classification `text` (str) and `label` (int, an index into label_names); seq2seq `source`
 and `target` (str) and, when reference_columns is set, `references` (list[str]: the target, then the extra
-references). Text is stripped (and lowercased if asked); rows whose text is empty are dropped and counted.
+references); text (pretraining) `text` only, one row per value of each of `text_columns`. Text is stripped (and
+lowercased if asked); rows whose text is empty are dropped and counted.
 """
 
 from __future__ import annotations
@@ -202,6 +203,14 @@ def _pairs(src_path: str, tgt_path: str, src_column: str, tgt_column: str) -> It
             }
 
 
+def _lines(paths: list[str]) -> Iterator[dict[str, str]]:
+    """Every line of the files, streamed (a pretraining corpus can be large); lines end at b"\\n" only."""
+    for path in paths:
+        with _open_bytes(Path(path)) as f:
+            for line in f:
+                yield {"text": line.decode("utf-8").removesuffix("\n").removesuffix("\r")}
+
+
 def _find(root: Path, name: str, split: str) -> Path:
     for path in (root / name, root / f"{name}.gz"):
         if path.is_file():
@@ -239,6 +248,15 @@ def _read_lines(path: Path) -> list[str]:
 def _load_local(cfg: DatasetConfig, fmt: str, split: str, paths: list[Path], cache_dir: Path) -> Dataset:
     if fmt == "parallel":
         return read_parallel(paths[0], paths[1], cfg.source_column, cfg.target_column, cache_dir)
+    if fmt == "text":
+        for path in paths:
+            check_utf8(path)
+        return Dataset.from_generator(
+            _lines,
+            features=Features({"text": Value("string")}),
+            gen_kwargs={"paths": [str(p) for p in paths]},
+            cache_dir=str(cache_dir),
+        )
     for path in paths:
         if fmt == "parquet":
             if path.stat().st_size == 0:
@@ -312,6 +330,8 @@ def _canonical(ds: Dataset, cfg: DatasetConfig, origin: str, strict: bool, cache
     """Select, clean and rename the configured columns. `strict`: reference columns must exist."""
     if cfg.objective == "classification":
         needed = [cfg.text_column, cfg.label_column]
+    elif cfg.objective == "text":
+        needed = list(cfg.text_columns)
     else:
         needed = [cfg.source_column, cfg.target_column] + (cfg.reference_columns if strict else [])
     for column in needed:
@@ -322,6 +342,9 @@ def _canonical(ds: Dataset, cfg: DatasetConfig, origin: str, strict: bool, cache
     if cfg.objective == "classification":
         clean, features = _clean_classification, Features({"text": Value("string"), "label": Value("int64")})
         kwargs = {"text_column": cfg.text_column, "label_column": cfg.label_column, "label_names": cfg.label_names}
+    elif cfg.objective == "text":
+        clean, features = _clean_text_rows, Features({"text": Value("string")})
+        kwargs = {"text_columns": cfg.text_columns}
     else:
         references = [c for c in cfg.reference_columns if c in ds.column_names]
         for column in sorted(set(cfg.reference_columns) - set(references)):
@@ -346,7 +369,8 @@ def _canonical(ds: Dataset, cfg: DatasetConfig, origin: str, strict: bool, cache
         new_fingerprint=hashlib.sha256(str(cache_file).encode()).hexdigest()[:16],
         desc=f"Cleaning {cache_file.stem.removesuffix('-raw')}",
     )
-    return RawSplit(out, len(ds) - len(out), origin)
+    skipped = 0 if cfg.objective == "text" else len(ds) - len(out)  # text: one row may give several examples
+    return RawSplit(out, skipped, origin)
 
 
 def _clean_text(value: Any, lowercase: bool) -> str:
@@ -381,6 +405,21 @@ def _clean_classification(
         texts.append(text)
         labels.append(label)
     return {"text": texts, "label": labels}
+
+
+def _clean_text_rows(
+    batch: dict[str, list], indices: list[int], text_columns: list[str], lowercase: bool, origin: str
+) -> dict[str, list]:
+    """Every non-empty value of the text columns (a list value: each item) as one example, row by row."""
+    texts = []
+    for j in range(len(indices)):
+        for column in text_columns:
+            value = batch[column][j]
+            for item in value if isinstance(value, list) else [value]:
+                text = _clean_text(item, lowercase)
+                if text:
+                    texts.append(text)
+    return {"text": texts}
 
 
 def _clean_seq2seq(

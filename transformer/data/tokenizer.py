@@ -18,6 +18,8 @@ import sentencepiece as spm
 from transformer.data.config import DataError
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+MASK_PIECE = "<mask>"  # trained into pretraining tokenizers (id 4), always one piece
+SENTENCE_ENDS = (".", "!", "?")
 
 
 class Tokenizer:
@@ -73,6 +75,30 @@ class Tokenizer:
     def id_to_piece(self, i: int) -> str:
         return self._sp.id_to_piece(i)
 
+    @property
+    def mask_id(self) -> int | None:
+        """The id of <mask> (pretraining tokenizers, see train_tokenizer), or None."""
+        i = self._sp.piece_to_id(MASK_PIECE)
+        return None if i == UNK_ID else i
+
+    def special_ids(self) -> list[int]:
+        """Ids that are not text: pad, unk, bos, eos and <mask>; masking and random replacement skip them."""
+        return [i for i in range(self.vocab_size) if self._special(i)]
+
+    def _special(self, i: int) -> bool:
+        sp = self._sp
+        return sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i) or sp.id_to_piece(i) == MASK_PIECE
+
+    def word_starts(self) -> list[bool]:
+        """Per id: whether the piece begins a word (SentencePiece marks that with U+2581), for whole-word masking.
+        Special ids count as word starts, so they are never merged into the word before them."""
+        return [self._special(i) or self._sp.id_to_piece(i).startswith("\u2581") for i in range(self.vocab_size)]
+
+    def sentence_ends(self) -> list[bool]:
+        """Per id: whether the piece ends a sentence (its text ends with . ! or ?), for sentence permutation."""
+        pieces = (self._sp.id_to_piece(i) for i in range(self.vocab_size))
+        return [not self._special(i) and piece.endswith(SENTENCE_ENDS) for i, piece in enumerate(pieces)]
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Tokenizer) and other._proto == self._proto
 
@@ -96,10 +122,12 @@ def train_tokenizer(
     character_coverage: float = 1.0,
     input_sentence_size: int = 1_000_000,
     setting: str = "tokenizer.vocab_size",
+    mask: bool = False,
 ) -> Tokenizer:
     """Train a SentencePiece model on `sentences` in memory (no temp files, no log output).
 
-    `setting` names the config key that sets `vocab_size`, for the error when the corpus is too small for it.
+    `mask`: reserve the piece <mask> (id 4) for pretraining. `setting` names the config key that sets
+    `vocab_size`, for the error when the corpus is too small for it.
     """
     model = io.BytesIO()
     try:
@@ -119,6 +147,7 @@ def train_tokenizer(
             unk_piece="<unk>",
             bos_piece="<s>",
             eos_piece="</s>",
+            user_defined_symbols=[MASK_PIECE] if mask else [],
             num_threads=os.cpu_count() or 1,
             minloglevel=2,  # errors only: the trainer's INFO lines would flood every prepare
         )

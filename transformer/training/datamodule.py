@@ -10,13 +10,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from transformer.data import TokenBudgetBatchSampler, collate_classification, collate_seq2seq, example_lengths
-from transformer.data.batching import BatchingConfig
+from transformer.data.batching import BatchingConfig, pad_sequences
 
 
 class Collate:
     """Pads a list of prepared examples into the batch dict the LightningModules take.
 
-    classification: src (B, S), label (B,), index (B,)
+    classification: src (B, S), label (B,), index (B,); pretrain: src (B, S), index (B,), noised by the module
     seq2seq: src (B, S), tgt_in = BOS + target (B, T), tgt_out = target + EOS (B, T), index (B,),
              references: raw reference strings per example (for BLEU / ROUGE on detokenized text)
     """
@@ -25,8 +25,11 @@ class Collate:
         self.objective, self.pad_id, self.bos_id, self.eos_id = objective, pad_id, bos_id, eos_id
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        if self.objective == "classification":
-            batch = collate_classification(examples, self.pad_id)
+        if self.objective in ("classification", "pretrain"):
+            if self.objective == "classification":
+                batch = collate_classification(examples, self.pad_id)
+            else:  # the clean text: the module corrupts it (training/pretrain.py)
+                batch = {"src": pad_sequences([ex["src_ids"] for ex in examples], self.pad_id)}
             batch["index"] = torch.tensor([ex["index"] for ex in examples], dtype=torch.long)
             return batch
         batch = collate_seq2seq(examples, self.pad_id, self.bos_id, self.eos_id)

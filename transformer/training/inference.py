@@ -18,7 +18,7 @@ from transformer.data import DatasetConfig, TokenBudgetBatchSampler, Tokenizer, 
 from transformer.data.batching import pad_sequences
 from transformer.ensemble import ensemble
 from transformer.errors import UserError
-from transformer.schema import AttendConfig, EvaluateConfig, PredictConfig, build, typed
+from transformer.schema import DATASET_OBJECTIVE, AttendConfig, EvaluateConfig, PredictConfig, build, typed
 from transformer.training.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint, tokenizers, write_json
 from transformer.training.datamodule import Collate
 from transformer.training.hardware import check_accelerator, resolve_precision
@@ -48,12 +48,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     check_ensemble(opened)
     artifacts = checkpoint["transformer"]
     dataset = config.dataset or typed_dataset(artifacts["config"]["dataset"])
-    if dataset.objective != artifacts["objective"]:
+    if dataset.objective != DATASET_OBJECTIVE[artifacts["objective"]]:
         raise CheckpointError(
             f"{path} is a {artifacts['task']} ({artifacts['objective']}) checkpoint, but dataset "
             f"{dataset.name!r} is {dataset.objective}: pass a matching dataset= or checkpoint"
         )
     module = restore_module(checkpoint, config.decoding)
+    if len(opened) > 1 and artifacts["objective"] == "pretrain":
+        raise UserError("pretraining checkpoints do not form ensembles: fine-tune them first (init_from=...)")
     if len(opened) > 1:  # the first member's module (decoding settings, metrics) runs the ensemble
         module.model = ensemble([module.model] + [restore_module(c, config.decoding).model for _, c in opened[1:]])
     src_tok, tgt_tok = tokenizers(artifacts)
@@ -74,9 +76,19 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(config.output_dir) if config.output_dir else path.resolve().parent
     prefix = "ensemble_" if len(opened) > 1 else ""  # an ensemble's files never replace its first member's
     write_json(out_dir / f"{prefix}metrics_{config.split}.json", metrics)
-    lines = prediction_lines(module, artifacts)
-    (out_dir / f"{prefix}predictions_{config.split}.txt").write_text("".join(line + "\n" for line in lines))
+    if artifacts["objective"] != "pretrain":  # pretraining predicts masked tokens, not outputs to keep
+        lines = prediction_lines(module, artifacts)
+        (out_dir / f"{prefix}predictions_{config.split}.txt").write_text("".join(line + "\n" for line in lines))
     return metrics
+
+
+def check_fine_tuned(path: Path, artifacts: dict[str, Any]) -> None:
+    """predict and attend need a model with outputs: a pretraining checkpoint has none yet."""
+    if artifacts["objective"] == "pretrain":
+        raise UserError(
+            f"{path} is a pretraining checkpoint, which predicts masked tokens only: fine-tune it on a task first "
+            f"(scripts/train.py task=<task> init_from={path}), or score it with scripts/evaluate.py"
+        )
 
 
 def check_ensemble(opened: list[tuple[Path, dict[str, Any]]]) -> None:
@@ -118,8 +130,9 @@ def predict(cfg: DictConfig, stdin: Iterable[str] | None = None) -> list[str]:
     texts = read_inputs(config.text, config.input, stdin)
     if config.batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {config.batch_size}")
-    _, checkpoint = open_checkpoint(config.ckpt)
+    path, checkpoint = open_checkpoint(config.ckpt)
     artifacts = checkpoint["transformer"]
+    check_fine_tuned(path, artifacts)
     module = restore_module(checkpoint, config.decoding)
     src_tok, _ = tokenizers(artifacts)
     max_len = artifacts["config"]["dataset"].get("max_source_len") or module.model.config.max_positions
@@ -163,8 +176,9 @@ def attend(cfg: DictConfig, stdin: Iterable[str] | None = None) -> list[Path]:
     texts = [t for t in read_inputs(config.text, config.input, stdin) if t.strip()]
     if not texts:
         raise UserError('no input text: pass text="...", input=<file> or lines on standard input')
-    _, checkpoint = open_checkpoint(config.ckpt)
+    path, checkpoint = open_checkpoint(config.ckpt)
     artifacts = checkpoint["transformer"]
+    check_fine_tuned(path, artifacts)
     if config.target is not None and (artifacts["objective"] != "seq2seq" or len(texts) != 1):
         raise UserError(
             "target= force-decodes one given output: use it with one text= and a translation or summarization "

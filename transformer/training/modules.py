@@ -7,11 +7,13 @@ from typing import Any
 import pytorch_lightning as pl
 
 from transformer.config import ModelConfig
+from transformer.data.noising import NoiseConfig
 from transformer.decoding import DecodingConfig
 from transformer.schema import build
 from transformer.training.checkpoint import tokenizers
 from transformer.training.classification import ClassificationModule
 from transformer.training.optim import OptimConfig
+from transformer.training.pretrain import PretrainModule
 from transformer.training.seq2seq import Seq2SeqModule
 
 
@@ -23,10 +25,14 @@ def build_module(
     max_nonfinite_steps: int = 10,
 ) -> pl.LightningModule:
     """The LightningModule of the artifacts' objective (see training/checkpoint.py for the artifacts)."""
-    metrics = artifacts["config"]["task"]["metrics"]
+    config = artifacts["config"]
+    metrics = config["task"]["metrics"]
     if artifacts["objective"] == "classification":
         return ClassificationModule(model_config, optim, metrics, artifacts, max_nonfinite_steps)
     _, tgt = tokenizers(artifacts)
+    if artifacts["objective"] == "pretrain":
+        noise = build(NoiseConfig, config.get("noise") or {}, "noise")
+        return PretrainModule(model_config, optim, noise, tgt, artifacts, config.get("seed", 0), max_nonfinite_steps)
     return Seq2SeqModule(model_config, optim, decoding, metrics, tgt, artifacts, max_nonfinite_steps)
 
 

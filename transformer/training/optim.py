@@ -1,4 +1,13 @@
-"""AdamW with an inverse-square-root (Noam) or cosine learning-rate schedule, both with linear warmup."""
+"""AdamW with an inverse-square-root (Noam) or cosine learning-rate schedule, both with linear warmup.
+
+Two options for fine-tuning, both off by default:
+- `layer_decay` < 1: layer-wise learning-rate decay (ELECTRA, BEiT). The embeddings are depth 0, the L blocks depths
+  1..L from the bottom (encoder then decoder), everything above them (final norms, head, output projection) depth
+  L + 1, and a parameter at depth d trains with lr * layer_decay ** (L + 1 - d): the pre-trained lower layers move
+  least.
+- `freeze_embeddings_steps` = N > 0: the embeddings keep their values for the first N optimizer steps (their group's
+  lr is 0), so a randomly initialised head cannot wreck them while it is still far off; then they train as usual.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +31,10 @@ class OptimConfig:
     min_lr_ratio: float = 0.0  # cosine: final lr = min_lr_ratio * lr
     label_smoothing: float = 0.1
     no_decay: list[str] = field(default_factory=lambda: ["bias", "norm", "embed"])
+    # lr of depth d = lr * layer_decay ** (L + 1 - d): 0 embeddings, 1..L the blocks bottom-up, L + 1 the rest; 1 = off
+    layer_decay: float = 1.0
+    # the embeddings (token and learned positions) are not updated in the first N optimizer steps; 0 = off
+    freeze_embeddings_steps: int = 0
 
     def __post_init__(self) -> None:
         if self.schedule not in ("noam", "cosine", "constant"):
@@ -35,6 +48,14 @@ class OptimConfig:
         if len(self.betas) != 2:
             raise ConfigError(f"optim.betas must be two numbers, got {list(self.betas)}")
         self.betas = tuple(self.betas)
+        if not 0.0 < self.layer_decay <= 1.0:
+            raise ConfigError(
+                f"optim.layer_decay must be in (0, 1], got {self.layer_decay}: set 1 for none, e.g. 0.75 to fine-tune"
+            )
+        if self.freeze_embeddings_steps < 0:
+            raise ConfigError(
+                f"optim.freeze_embeddings_steps must be >= 0, got {self.freeze_embeddings_steps}: set 0 for none"
+            )
 
 
 def lr_multiplier(step: int, config: OptimConfig, total_steps: int) -> float:
@@ -51,19 +72,96 @@ def lr_multiplier(step: int, config: OptimConfig, total_steps: int) -> float:
     return 1.0
 
 
-def build_optimizer(model: nn.Module, config: OptimConfig, total_steps: int):
-    """AdamW without weight decay on biases, norms and embeddings, and a per-step LambdaLR."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        (no_decay if any(key in name for key in config.no_decay) else decay).append(param)
-    groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+# Containers that torch.compile, FSDP1 and activation checkpointing may add to parameter names.
+WRAPPERS = ("_orig_mod", "_fsdp_wrapped_module", "_checkpoint_wrapped_module")
+STACKS = ("encoder", "decoder")  # their blocks are counted bottom-up in this order
+
+
+def parameter_depths(model: nn.Module) -> dict[str, int]:
+    """{parameter name, as `named_parameters()` gives it: depth}: 0 the embeddings (`<stack>.embed.*`), 1..L the
+    blocks (`<stack>.layers.<i>.*`, encoder then decoder), L + 1 anything else (final norms, head, output projection,
+    copy module, MLM head). A parameter shared under several names (a tied embedding) takes its lowest depth."""
+    aliases = [
+        (param, [part for part in name.split(".") if part not in WRAPPERS])
+        for name, param in model.named_parameters(remove_duplicate=False)
     ]
+    blocks = dict.fromkeys(STACKS, 0)  # blocks per stack, counted over all parameters (frozen ones too)
+    for _, parts in aliases:
+        if len(parts) > 2 and parts[0] in STACKS and parts[1] == "layers":
+            blocks[parts[0]] = max(blocks[parts[0]], int(parts[2]) + 1)
+    below = {"encoder": 0, "decoder": blocks["encoder"]}  # blocks under each stack's first one
+    top = sum(blocks.values()) + 1
+    lowest: dict[int, int] = {}  # id(param) -> depth
+    for param, parts in aliases:
+        if len(parts) > 1 and parts[0] in STACKS and parts[1] == "embed":
+            depth = 0
+        elif len(parts) > 2 and parts[0] in STACKS and parts[1] == "layers":
+            depth = below[parts[0]] + int(parts[2]) + 1
+        else:
+            depth = top
+        lowest[id(param)] = min(depth, lowest.get(id(param), top))
+    return {name: lowest[id(param)] for name, param in model.named_parameters()}
+
+
+def group_name(depth: int, top: int, per_depth: bool) -> str:
+    if depth == 0:
+        return "embeddings"
+    if not per_depth:  # only freezing: one group above the embeddings
+        return "rest"
+    return "top" if depth == top else f"block{depth}"
+
+
+def param_groups(model: nn.Module, config: OptimConfig) -> tuple[list[dict], list[bool]]:
+    """AdamW's parameter groups, without weight decay on the `config.no_decay` names, and for each group whether it
+    holds embeddings (the groups frozen for the first `freeze_embeddings_steps`)."""
+    trainable = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
+
+    def decays(name: str) -> bool:
+        return not any(key in name for key in config.no_decay)
+
+    if config.layer_decay == 1.0 and config.freeze_embeddings_steps == 0:
+        # the two groups of before these options, so that the optimizer states of older checkpoints still load
+        decay = [param for name, param in trainable if decays(name)]
+        no_decay = [param for name, param in trainable if not decays(name)]
+        groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return groups, [False, False]
+    depths = parameter_depths(model)
+    top = max(depths.values())
+    buckets: dict[int, tuple[list[nn.Parameter], list[nn.Parameter]]] = {}  # depth -> (decay, no decay)
+    for name, param in trainable:
+        depth = depths[name] if config.layer_decay < 1.0 else min(depths[name], 1)  # only embeddings | the rest
+        buckets.setdefault(depth, ([], []))[0 if decays(name) else 1].append(param)
+    groups, embeddings = [], []
+    for depth in sorted(buckets):
+        lr = config.lr * config.layer_decay ** (top - depth)  # the peak lr without layer decay
+        label = group_name(depth, top, config.layer_decay < 1.0)
+        decay, no_decay = buckets[depth]
+        for params, weight_decay, suffix in ((decay, config.weight_decay, ""), (no_decay, 0.0, "_no_decay")):
+            if params:  # the names make LearningRateMonitor log `lr-AdamW/<name>` rather than `lr-AdamW/pg<i>`
+                groups.append({"params": params, "weight_decay": weight_decay, "lr": lr, "name": label + suffix})
+                embeddings.append(depth == 0)
+    return groups, embeddings
+
+
+def build_optimizer(model: nn.Module, config: OptimConfig, total_steps: int):
+    """AdamW without weight decay on biases, norms and embeddings, and a per-step LambdaLR.
+
+    The schedule multiplies each group's own lr (the peak lr, scaled down by layer decay), and the embeddings' by 0
+    while they are frozen. Freezing through the lr rather than requires_grad: DDP and FSDP never see the trainable
+    parameters change, AdamW's decoupled weight decay (lr * weight_decay) is 0 too, and Adam's moments warm up.
+    """
+    groups, embeddings = param_groups(model, config)
     optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_multiplier(step, config, total_steps))
+    frozen = config.freeze_embeddings_steps
+
+    def schedule(step: int) -> float:
+        return lr_multiplier(step, config, total_steps)
+
+    def embedding_schedule(step: int) -> float:
+        return 0.0 if step < frozen else lr_multiplier(step, config, total_steps)
+
+    lambdas = [embedding_schedule if embedding else schedule for embedding in embeddings]  # one per group
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
     return optimizer, {"scheduler": scheduler, "interval": "step"}
 
 

@@ -37,7 +37,8 @@ class TensorBoardViews(pl.Callback):
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         logger = tensorboard(trainer)
-        if logger is None or trainer.sanity_checking or not trainer.is_global_zero:
+        pretraining = pl_module.artifacts["objective"] == "pretrain"  # its metrics are the view
+        if logger is None or trainer.sanity_checking or not trainer.is_global_zero or pretraining:
             return
         writer, step = logger.experiment, trainer.global_step
         outputs = getattr(pl_module, "last_validation", {})

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 from datetime import timedelta
@@ -43,6 +44,7 @@ from transformer.training.hardware import check_accelerator, resolve_precision
 from transformer.training.init import check_same_tokenizers, initialize, keeps_checkpoint_tokenizer, open_init
 from transformer.training.modules import build_module
 from transformer.training.preemption import Preempted, PreemptionCheckpoint
+from transformer.training.stages import run_pretraining
 from transformer.training.tensorboard import log_hparams
 
 log = logging.getLogger(__name__)
@@ -157,12 +159,22 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, A
     `callbacks` are added to those of the config (for programs that drive training, such as benchmarks).
     Everything a user can get wrong in the config is checked before any data is prepared.
     """
+    start = time.perf_counter()
     config: TrainConfig = typed(cfg)
     check_accelerator(config.trainer)
     if config.ckpt_path:
         check_resumable(config.ckpt_path, config.task.name)
         check_strategy_reads(config.ckpt_path, config)
     check_writable(config.paths.output_dir)
+    extra: dict[str, Any] = {}
+    if config.pretrain_run:
+        if config.init_from:
+            raise ConfigError("pretrain_run and init_from are both set: the pretraining run gives init_from, drop one")
+        config.init_from, extra["pretrain"] = run_pretraining(cfg)
+        if config.init_from is None:  # preempted while pretraining: relaunch to resume it
+            return extra["pretrain"]
+        cfg.init_from = config.init_from  # the checkpoints' stored config says where the weights came from
+        start = time.perf_counter()  # `seconds`: this run's own
     pl.seed_everything(config.seed, workers=True)
     init = open_init(config.init_from) if config.init_from else None
     keep = init is not None and keeps_checkpoint_tokenizer(config.init_tokenizer, init[1])
@@ -188,11 +200,20 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, A
     log.info("model: %s, %.2fM parameters", type(module.model).__name__, count_parameters(module.model) / 1e6)
 
     with multirun_job():
-        return fit_and_score(trainer, module, datamodule, config, "test" in prepared.splits)
+        return fit_and_score(trainer, module, datamodule, config, "test" in prepared.splits, start, extra)
 
 
-def fit_and_score(trainer: pl.Trainer, module, datamodule, config: TrainConfig, has_test: bool) -> dict[str, Any]:
-    """Fit, validate the final (or averaged) weights, test them, and write metrics.json.
+def fit_and_score(
+    trainer: pl.Trainer,
+    module,
+    datamodule,
+    config: TrainConfig,
+    has_test: bool,
+    start: float | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Fit, validate the final (or averaged) weights, test them, and write metrics.json (with `extra`, and the
+    wall time since `start`: `seconds`; `total_seconds` adds a pretraining run's).
 
     A preempted fit returns {"preempted": True, ...} at once: its state is in checkpoints/preempted.ckpt."""
     try:
@@ -222,6 +243,12 @@ def fit_and_score(trainer: pl.Trainer, module, datamodule, config: TrainConfig, 
         results = trainer.test(module, datamodule=datamodule, ckpt_path=tested, verbose=False)
         for result in results:
             metrics.update({k: float(v) for k, v in result.items()})
+    metrics.update(extra or {})
+    if start is not None:
+        metrics["seconds"] = round(time.perf_counter() - start, 1)
+        pretrain_seconds = (extra or {}).get("pretrain", {}).get("seconds")
+        if pretrain_seconds is not None:
+            metrics["total_seconds"] = round(metrics["seconds"] + pretrain_seconds, 1)
     if trainer.is_global_zero:
         write_json(Path(config.paths.output_dir) / "metrics.json", metrics)
     log_hparams(trainer, module.artifacts["config"], metrics)

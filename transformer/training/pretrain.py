@@ -1,0 +1,140 @@
+"""LightningModule for pretraining on raw text (task=pretrain): masked language modelling (an encoder, BERT) or
+denoising (an encoder-decoder, BART), chosen by model.pretrain_objective. The corruption is data/noising.py's.
+
+Metrics (validation and test, over the labelled tokens of the whole split): `loss` (mean cross-entropy per
+token), `acc` (share of the tokens predicted exactly: the masked ones for mlm, every target token under teacher
+forcing for denoising) and `ppl` (exp of the loss). The weights go on to a fine-tuning run with init_from.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torchmetrics.aggregation import MeanMetric
+
+from transformer.config import ModelConfig
+from transformer.data.batching import pad_sequences
+from transformer.data.noising import IGNORE, NoiseConfig, Vocabulary, denoise, example_rng, mask_tokens
+from transformer.model import EncoderDecoder, MaskedLM
+from transformer.training.common import (
+    NonFiniteGuard,
+    StepNormalizer,
+    configure_optimizers,
+    save_artifacts,
+    training_loss,
+)
+from transformer.training.fsdp import shard_module
+from transformer.training.optim import OptimConfig
+
+
+class PretrainModule(pl.LightningModule):
+    def __init__(
+        self,
+        model_config: ModelConfig,
+        optim: OptimConfig,
+        noise: NoiseConfig,
+        tokenizer,
+        artifacts: dict[str, Any],
+        seed: int = 0,
+        max_nonfinite_steps: int = 10,
+    ) -> None:
+        super().__init__()
+        self.objective = model_config.pretrain_objective
+        self.model = MaskedLM(model_config) if self.objective == "mlm" else EncoderDecoder(model_config)
+        self.optim, self.noise, self.seed = optim, noise, seed
+        self.vocab = Vocabulary.of(tokenizer)
+        self.pad_id, self.bos_id, self.eos_id = tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id
+        self.artifacts = artifacts
+        self.guard = NonFiniteGuard(max_nonfinite_steps)
+        self.step_size = StepNormalizer()
+        self.eval_loss, self.eval_acc = MeanMetric(), MeanMetric()  # token-weighted, synced across ranks
+
+    def corrupt(self, batch: dict[str, Any], epoch: int) -> dict[str, Any]:
+        """The noised batch of clean `src` (B, S): mlm {src, labels (B, S)}, denoising {src, tgt_in, tgt_out}.
+        Each example's noise comes from (seed, epoch, its index): see data/noising.py."""
+        rows = [row[row.ne(self.pad_id)].numpy() for row in batch["src"]]
+        rngs = [example_rng(self.seed, epoch, int(i)) for i in batch["index"]]
+        if self.objective == "mlm":
+            pairs = [mask_tokens(ids, self.vocab, self.noise, rng) for ids, rng in zip(rows, rngs, strict=True)]
+            src = pad_sequences([p[0] for p in pairs], self.pad_id)  # (B, S)
+            labels = torch.full_like(src, IGNORE)
+            for i, (_, label) in enumerate(pairs):
+                labels[i, : len(label)] = torch.from_numpy(label)
+            return {"src": src, "labels": labels, "index": batch["index"]}
+        noised = [denoise(ids, self.vocab, self.noise, rng) for ids, rng in zip(rows, rngs, strict=True)]
+        clean = [ids.tolist() for ids in rows]
+        return {
+            "src": pad_sequences([ids.tolist() for ids in noised], self.pad_id),  # (B, S')
+            "tgt_in": pad_sequences([[self.bos_id, *ids] for ids in clean], self.pad_id),  # (B, T)
+            "tgt_out": pad_sequences([[*ids, self.eos_id] for ids in clean], self.pad_id),  # (B, T)
+            "index": batch["index"],
+        }
+
+    def on_before_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        # on the CPU, in the main process, before the batch moves to the device
+        training = self.trainer is not None and self.trainer.training
+        return self.corrupt(batch, self.current_epoch if training else -1)
+
+    def _loss(self, batch, smoothing: float, reduction: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, predicted ids (N,), target ids (N,)) over the N labelled tokens."""
+        if self.objective == "mlm":
+            loss, logits, target = self.model.loss(batch["src"], batch["labels"], IGNORE, reduction)
+            return loss, logits.argmax(-1), target
+        memory, pad_mask = self.model.encode(batch["src"])
+        logits = self.model.decode(batch["tgt_in"], memory, pad_mask, src=batch["src"])  # (B, T, V)
+        keep = batch["tgt_out"].ne(self.pad_id)
+        logits, target = logits[keep].float(), batch["tgt_out"][keep]
+        loss = torch.nn.functional.cross_entropy(logits, target, label_smoothing=smoothing, reduction=reduction)
+        return loss, logits.argmax(-1), target
+
+    def training_step(self, batch, batch_idx):
+        loss, _, target = self._loss(batch, self.optim.label_smoothing, "sum")
+        return training_loss(self, loss, target.numel(), batch["src"].size(0))  # divided by the step's tokens
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        self.step_size.apply(self)
+
+    def _evaluate(self, batch) -> None:
+        loss, predicted, target = self._loss(batch, 0.0, "mean")
+        n = target.numel()
+        if n:
+            self.eval_loss.update(loss.detach(), n)
+            self.eval_acc.update(predicted.eq(target).float().mean(), n)
+
+    def _log_metrics(self, stage: str) -> None:
+        loss, acc = float(self.eval_loss.compute()), float(self.eval_acc.compute())
+        self.eval_loss.reset()
+        self.eval_acc.reset()
+        ppl = math.exp(min(loss, 50.0))  # capped: an untrained model's exp(loss) would overflow the log
+        self.log_dict({f"{stage}/loss": loss, f"{stage}/acc": acc, f"{stage}/ppl": ppl}, prog_bar=stage == "val")
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluate(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def test_step(self, batch, batch_idx):
+        self._evaluate(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
+
+    def configure_model(self) -> None:
+        shard_module(self)  # hardware=fsdp only
+
+    def configure_optimizers(self):
+        return configure_optimizers(self)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        save_artifacts(self, checkpoint)
+
+
+def noise_sample(module: PretrainModule, ids: list[int], epoch: int = 0, index: int = 0) -> dict[str, np.ndarray]:
+    """One example's corruption as the module would draw it (for inspection and tests)."""
+    batch = {"src": torch.tensor([ids]), "index": torch.tensor([index])}
+    return {k: v[0].numpy() for k, v in module.corrupt(batch, epoch).items() if k != "index"}

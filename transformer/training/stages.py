@@ -1,0 +1,101 @@
+"""`pretrain_run=[...]`: a pretraining run that trains first, so that a pretrain-then-fine-tune recipe is one command.
+
+The overrides are composed with Hydra's compose API against the same train config (as if given on the command
+line of a second `train.py`), plus what the two runs share: the hardware group, paths.data_root, paths.cache_dir,
+seed, precision and compile. The pretraining run lives in `<run dir>/pretrain/` and always resumes from its own
+newest checkpoint, so a relaunched (preempted) recipe continues where it stopped: inside the pretraining, or
+straight to fine-tuning once `pretrain/metrics.json` exists. Its weights then become the fine-tuning run's
+init_from (with init_tokenizer=auto, its tokenizer too).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, open_dict
+
+from transformer.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+STAGE_DIR = "pretrain"
+
+
+def stage_overrides(cfg: DictConfig, output_dir: Path) -> list[str]:
+    """The pretraining run's overrides: what it shares with this run first, then its own (which win)."""
+    shared = [
+        f"paths.output_dir={output_dir}",
+        "resume=auto",
+        f"seed={cfg.seed}",
+        f"precision={cfg.precision}",
+        f"compile={cfg.compile}",
+        f"paths.cache_dir={cfg.paths.cache_dir}",
+    ]
+    if cfg.paths.data_root is not None:
+        shared.append(f"paths.data_root={cfg.paths.data_root}")
+    hardware = _hardware_choice()
+    if hardware is not None:
+        shared.append(f"hardware={hardware}")
+    return shared + list(cfg.pretrain_run)
+
+
+def _hardware_choice() -> str | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return HydraConfig.get().runtime.choices.get("hardware")
+
+
+@contextmanager
+def _hydra():
+    """The running Hydra (scripts) or, for callers without one (tests), the package's configs for a moment."""
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        yield GlobalHydra.instance().hydra
+        return
+    with initialize_config_module("transformer.conf", version_base=None):
+        yield GlobalHydra.instance().hydra
+
+
+def compose_stage(overrides: list[str]) -> DictConfig:
+    from hydra.errors import HydraException
+    from hydra.types import RunMode
+
+    with _hydra() as hydra:
+        try:
+            cfg = hydra.compose_config("train", overrides, run_mode=RunMode.RUN, with_log_configuration=False)
+        except HydraException as error:
+            first = str(error).strip().splitlines()[0]
+            raise ConfigError(f"pretrain_run: {first}") from None
+    with open_dict(cfg):
+        cfg.pop("hydra", None)  # what hydra.compose() leaves out too
+    if cfg.task.objective != "pretrain":
+        raise ConfigError(f"pretrain_run must train task=pretrain, not task={cfg.task.name}: add task=pretrain to it")
+    if cfg.get("pretrain_run"):
+        raise ConfigError("a pretrain_run cannot have a pretrain_run of its own")
+    return cfg
+
+
+def run_pretraining(cfg: DictConfig) -> tuple[str | None, dict[str, Any]]:
+    """Train (or resume, or reuse) the pretraining run; returns (its run directory for init_from, its metrics).
+    A preempted pretraining returns (None, {"preempted": True, ...})."""
+    from transformer.training.train import train
+
+    output_dir = Path(cfg.paths.output_dir) / STAGE_DIR
+    done = output_dir / "metrics.json"
+    if done.is_file():
+        log.info("pretraining already done in %s: fine-tuning from it", output_dir)
+        return str(output_dir), json.loads(done.read_text())
+    stage = compose_stage(stage_overrides(cfg, output_dir))
+    log.info("pretraining first, in %s", output_dir)
+    metrics = train(stage)
+    if metrics.get("preempted"):
+        return None, metrics
+    return str(output_dir), metrics
