@@ -24,7 +24,10 @@ install: $(BIN)/.installed  ## create .venv and install torch, the package and d
 train: install  ## the main job: make train ARGS="task=sentiment"
 	$(BIN)/python scripts/train.py $(ARGS)
 
-test: install  ## the test suite (fast tests; add ARGS="-m slow" for the slow ones)
+test: install  ## the default suite, without the tests marked slow (ARGS="-m slow": only those)
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+test-all: install  ## every test, the slow ones included
 	$(BIN)/python -m pytest $(ARGS)
 
 lint: install  ## ruff lint and format check

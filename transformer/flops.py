@@ -30,9 +30,12 @@ def decoder_macs(config: ModelConfig, B: int, S: int, T: int) -> int:
     return macs
 
 
-def training_flops(config: ModelConfig, B: int, S: int, T: int | None = None) -> int:
-    """FLOPs of one forward + backward pass: the encoder-decoder on (B, S) -> (B, T), or the classifier (T=None)."""
-    if T is None:
+def training_flops(config: ModelConfig, B: int, S: int, T: int | None = None, predicted: int | None = None) -> int:
+    """FLOPs of one forward + backward pass: the encoder-decoder on (B, S) -> (B, T), the classifier (T=None), or
+    the masked language model (T=None) whose head runs on `predicted` positions."""
+    if predicted is not None:  # MaskedLM: dense + vocabulary projection at the labelled positions only
+        macs = encoder_macs(config, B, S) + predicted * (config.d_model**2 + config.d_model * config.vocab_size)
+    elif T is None:
         macs = encoder_macs(config, B, S) + B * config.d_model * config.num_classes
     else:
         macs = encoder_macs(config, B, S) + decoder_macs(config, B, S, T)

@@ -70,7 +70,8 @@ class DatasetConfig:
     format: str | None = None  # csv | tsv | json | jsonl | parquet | parallel | text (local files); sample = generated
     local_dir: str | None = None  # absolute, or relative to paths.data_root
     # canonical split -> file name or glob inside local_dir; for `parallel` the file stem (train -> train.de.gz)
-    splits: dict[str, str] = field(default_factory=dict)
+    # (test: null drops a split that an included dataset config has)
+    splits: dict[str, str | None] = field(default_factory=dict)
     src_lang: str | None = None  # parallel files: <stem>.<src_lang>[.gz]
     tgt_lang: str | None = None
     hub: str | None = None  # HF Hub dataset name
@@ -104,6 +105,7 @@ class DatasetConfig:
             raise DataError(f"dataset.objective={self.objective!r} is not one of {OBJECTIVES}")
         if self.format is not None and self.format not in FORMATS:
             raise DataError(f"dataset.format={self.format!r} is not one of {FORMATS}")
+        self.splits = {split: name for split, name in dict(self.splits).items() if name is not None}
         if self.format == "sample":
             if self.sample not in SAMPLE_OBJECTIVES:
                 raise DataError(f"dataset.sample={self.sample!r} is not one of {tuple(SAMPLE_OBJECTIVES)}")

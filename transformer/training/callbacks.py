@@ -10,6 +10,7 @@ import torch
 import torch.distributed as dist
 
 from transformer.config import ModelConfig
+from transformer.data.noising import IGNORE
 from transformer.flops import training_flops
 
 
@@ -44,7 +45,8 @@ class TokenThroughput(pl.Callback):
         if self.model_config is not None:
             B, S = batch["src"].shape
             T = batch["tgt_out"].size(1) if "tgt_out" in batch else None
-            achieved = training_flops(self.model_config, B, S, T) * world / elapsed  # FLOP/s of all ranks
+            predicted = int(batch["labels"].ne(IGNORE).sum()) if "labels" in batch else None  # masked LM
+            achieved = training_flops(self.model_config, B, S, T, predicted) * world / elapsed  # FLOP/s of all ranks
             progress["train/model_tflops"] = torch.tensor(achieved / 1e12)
             if self.peak_flops:
                 progress["train/mfu"] = torch.tensor(achieved / (self.peak_flops * world))

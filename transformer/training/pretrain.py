@@ -9,9 +9,9 @@ forcing for denoising) and `ppl` (exp of the loss). The weights go on to a fine-
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from torchmetrics.aggregation import MeanMetric
@@ -29,6 +29,10 @@ from transformer.training.common import (
 )
 from transformer.training.fsdp import shard_module
 from transformer.training.optim import OptimConfig
+
+# Lightning warns whenever a module corrupts batches in on_before_batch_transfer while a datamodule feeds it; here
+# that is the design (the datamodule serves clean text to every task), so the warning would only be noise.
+warnings.filterwarnings("ignore", message="You have overridden `on_before_batch_transfer`")
 
 
 class PretrainModule(pl.LightningModule):
@@ -132,9 +136,3 @@ class PretrainModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         save_artifacts(self, checkpoint)
-
-
-def noise_sample(module: PretrainModule, ids: list[int], epoch: int = 0, index: int = 0) -> dict[str, np.ndarray]:
-    """One example's corruption as the module would draw it (for inspection and tests)."""
-    batch = {"src": torch.tensor([ids]), "index": torch.tensor([index])}
-    return {k: v[0].numpy() for k, v in module.corrupt(batch, epoch).items() if k != "index"}
