@@ -10,7 +10,8 @@ from omegaconf import OmegaConf
 
 from transformer import ModelConfig, named_sizes
 from transformer.errors import ConfigError
-from transformer.schema import TrainConfig, typed
+from transformer.schema import DATASET_OBJECTIVE, TrainConfig, typed
+from transformer.training.stages import compose_stage, stage_overrides
 
 CONFIGS = Path(__file__).resolve().parents[1] / "transformer" / "conf"
 
@@ -24,7 +25,7 @@ SWEEP = [
     for group in ("task", "dataset", "model", "optim", "hardware", "logger", "callbacks", "hparams_search")
     for name in options(group)
 ] + [("experiment", name) for name in options("experiment")]
-TASK_OF = {"classification": "sentiment", "seq2seq": "translation"}
+TASK_OF = {"classification": "sentiment", "seq2seq": "translation", "text": "pretrain"}
 
 
 @pytest.mark.parametrize("group,name", SWEEP, ids=[f"{g}={n}" for g, n in SWEEP])
@@ -38,9 +39,12 @@ def test_every_option_composes_and_instantiates(group, name, compose_config, tmp
         cfg.trainer.accelerator = "cpu"
     config = typed(cfg)
     assert isinstance(config, TrainConfig)
-    assert config.dataset.objective == config.task.objective
+    assert config.dataset.objective == DATASET_OBJECTIVE[config.task.objective]
     for node in list(cfg.callbacks.values()) + list(cfg.logger.values()):
         assert instantiate(node) is not None
+    if config.pretrain_run:  # a recipe's pretraining run composes and passes the checks too
+        stage = typed(compose_stage(stage_overrides(cfg, tmp_path / "pretrain")))
+        assert stage.task.objective == "pretrain" and stage.paths.output_dir == str(tmp_path / "pretrain")
 
 
 def test_model_files_are_the_named_sizes(compose_config):

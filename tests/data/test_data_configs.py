@@ -11,12 +11,13 @@ from omegaconf import OmegaConf
 
 from transformer.data import DatasetConfig, prepare_from_config
 from transformer.errors import ConfigError
-from transformer.schema import typed
+from transformer.schema import DATASET_OBJECTIVE, typed
 
 TASK_DATASETS = {
     "sentiment": ["sentiment_sample", "sst2"],
     "translation": ["translation_sample", "multi30k_de_en", "multi30k_en_de", "wmt14_en_de"],
     "summarization": ["summarization_sample", "aeslc"],
+    "pretrain": ["pretrain_sample", "sst2_text", "multi30k_text", "aeslc_text"],
 }
 PAIRS = [(task, name) for task, names in TASK_DATASETS.items() for name in names]
 
@@ -34,7 +35,7 @@ def test_every_dataset_file_is_listed(configs_dir):
 def test_each_task_composes_with_its_default_dataset(configs_dir, hydra_clean, task):
     cfg = compose_prepare(configs_dir, [f"task={task}"])
     dataset = DatasetConfig.from_dict(OmegaConf.to_container(cfg.dataset, resolve=True))
-    assert dataset.name == TASK_DATASETS[task][0] and dataset.objective == cfg.task.objective
+    assert dataset.name == TASK_DATASETS[task][0] and dataset.objective == DATASET_OBJECTIVE[cfg.task.objective]
     assert cfg.num_proc is None and cfg.force is False
 
 
@@ -42,7 +43,8 @@ def test_each_task_composes_with_its_default_dataset(configs_dir, hydra_clean, t
 def test_each_dataset_composes(configs_dir, hydra_clean, task, name):
     cfg = compose_prepare(configs_dir, [f"task={task}", f"dataset={name}", "dataset.max_examples=10"])
     dataset = DatasetConfig.from_dict(OmegaConf.to_container(cfg.dataset, resolve=True))
-    assert dataset.name == name and dataset.objective == cfg.task.objective and dataset.max_examples == 10
+    assert dataset.name == name and dataset.objective == DATASET_OBJECTIVE[cfg.task.objective]
+    assert dataset.max_examples == 10
 
 
 def test_en_de_reverses_de_en(configs_dir, hydra_clean):
