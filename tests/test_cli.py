@@ -125,7 +125,11 @@ def _weights_only(trained: Path) -> Path:
 
 ERRORS = [
     # (script, arguments, text of the one line)
-    ("train.py", ["task=poetry"], "Could not find 'task/poetry'; choose one of pretrain, sentiment, summarization, translation"),
+    (
+        "train.py",
+        ["task=poetry"],
+        "Could not find 'task/poetry'; choose one of pretrain, sentiment, summarization, translation",
+    ),
     ("train.py", ["model=huge"], "Could not find 'model/huge'; choose one of base, big, small, tiny"),
     ("train.py", ["hardware=tpu"], "Could not find 'hardware/tpu'; choose one of cpu, ddp_cpu, fsdp, fsdp_slurm, gpu"),
     ("train.py", ["dataset=imdb"], "Could not find 'dataset/imdb'; choose one of aeslc,"),
