@@ -92,10 +92,14 @@ def run_pretraining(cfg: DictConfig) -> tuple[str | None, dict[str, Any]]:
     done = output_dir / "metrics.json"
     if done.is_file():
         log.info("pretraining already done in %s: fine-tuning from it", output_dir)
-        return str(output_dir), json.loads(done.read_text())
-    stage = compose_stage(stage_overrides(cfg, output_dir))
-    log.info("pretraining first, in %s", output_dir)
-    metrics = train(stage)
-    if metrics.get("preempted"):
-        return None, metrics
-    return str(output_dir), metrics
+        metrics = json.loads(done.read_text())
+    else:
+        log.info("pretraining first, in %s", output_dir)
+        metrics = train(compose_stage(stage_overrides(cfg, output_dir)))
+        if metrics.get("preempted"):
+            return None, metrics
+    # the checkpoint resolve_checkpoint would choose (averaged, else best, else last), named by the metrics that
+    # every rank gets: under DDP, rank 1 may look before rank 0 has written metrics.json
+    last = output_dir / "checkpoints" / "last.ckpt"  # saved behind a barrier: present on every rank after fit
+    chosen = metrics.get("averaged_checkpoint") or metrics.get("best_checkpoint")
+    return chosen or str(last if last.is_file() else output_dir), metrics
