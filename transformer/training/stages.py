@@ -84,7 +84,7 @@ def compose_stage(overrides: list[str]) -> DictConfig:
 
 
 def run_pretraining(cfg: DictConfig) -> tuple[str | None, dict[str, Any]]:
-    """Train (or resume, or reuse) the pretraining run; returns (its run directory for init_from, its metrics).
+    """Train (or resume, or reuse) the pretraining run; returns (the checkpoint for init_from, its metrics).
     A preempted pretraining returns (None, {"preempted": True, ...})."""
     from transformer.training.train import train
 
