@@ -99,15 +99,10 @@ def mask_tokens(
     """One example's MLM input and labels (L,) each: labels hold the original id where a prediction is due,
     IGNORE elsewhere. At least one token is chosen, so that every example has a target."""
     ids = np.asarray(ids, dtype=np.int64)
-    if config.whole_word:
-        words = word_ids(ids, vocab)
-        chosen = (rng.random(words[-1] + 1 if len(ids) else 0) < config.mask_prob)[words]
-    else:
-        chosen = rng.random(len(ids)) < config.mask_prob
+    units = word_ids(ids, vocab) if config.whole_word else np.arange(len(ids))  # what is chosen together
+    chosen = (rng.random(int(units[-1]) + 1 if len(ids) else 0) < config.mask_prob)[units]
     if len(ids) and not chosen.any():
-        pick = rng.integers(len(ids))
-        units = word_ids(ids, vocab) if config.whole_word else np.arange(len(ids))
-        chosen = units == units[pick]
+        chosen = units == units[rng.integers(len(ids))]
     labels = np.where(chosen, ids, IGNORE)
     action = rng.random(len(ids))  # < mask_token: <mask>; then random_token: a random token; else unchanged
     inputs = ids.copy()

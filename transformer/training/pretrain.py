@@ -17,7 +17,7 @@ import torch
 from torchmetrics.aggregation import MeanMetric
 
 from transformer.config import ModelConfig
-from transformer.data.batching import pad_sequences
+from transformer.data.batching import collate_seq2seq, pad_sequences
 from transformer.data.noising import IGNORE, NoiseConfig, Vocabulary, denoise, example_rng, mask_tokens
 from transformer.model import EncoderDecoder, MaskedLM
 from transformer.training.common import (
@@ -70,13 +70,11 @@ class PretrainModule(pl.LightningModule):
                 labels[i, : len(label)] = torch.from_numpy(label)
             return {"src": src, "labels": labels, "index": batch["index"]}
         noised = [denoise(ids, self.vocab, self.noise, rng) for ids, rng in zip(rows, rngs, strict=True)]
-        clean = [ids.tolist() for ids in rows]
-        return {
-            "src": pad_sequences([ids.tolist() for ids in noised], self.pad_id),  # (B, S')
-            "tgt_in": pad_sequences([[self.bos_id, *ids] for ids in clean], self.pad_id),  # (B, T)
-            "tgt_out": pad_sequences([[*ids, self.eos_id] for ids in clean], self.pad_id),  # (B, T)
-            "index": batch["index"],
-        }
+        examples = [
+            {"src_ids": src.tolist(), "tgt_ids": ids.tolist(), "index": int(i)}
+            for src, ids, i in zip(noised, rows, batch["index"], strict=True)
+        ]  # the clean text is the target: tgt_in = bos + text, tgt_out = text + eos
+        return collate_seq2seq(examples, self.pad_id, self.bos_id, self.eos_id)
 
     def on_before_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         # on the CPU, in the main process, before the batch moves to the device
