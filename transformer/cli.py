@@ -136,7 +136,9 @@ def predict_main() -> None:
     def predict_job(cfg: DictConfig) -> None:
         from transformer.training.inference import predict
 
-        print("\n".join(predict(cfg)))
+        lines = predict(cfg)  # interactive=true prints as it goes
+        if not cfg.interactive:
+            print("\n".join(lines))
 
     run(predict_job, "predict")
 
@@ -148,3 +150,21 @@ def attend_main() -> None:
         print("\n".join(str(path) for path in attend(cfg)))
 
     run(attend_job, "attend")
+
+
+def export_main() -> None:
+    def export_job(cfg: DictConfig) -> None:
+        from transformer.export import export
+
+        print("\n".join(str(path) for path in export(cfg)))
+
+    run(export_job, "export")
+
+
+def serve_main() -> None:
+    def serve_job(cfg: DictConfig) -> None:
+        from transformer.serve import serve
+
+        serve(cfg)
+
+    run(serve_job, "serve")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -27,12 +28,31 @@ class DecodingConfig:
     min_len: int = 0  # no EOS before this many tokens (fairseq --min-len), unless the budget ends first
     val_beam_size: int | None = 1  # validation during training: 1 is greedy (fast); None: beam_size
     val_max_batches: int | None = None  # decode only the first batches of validation (loss uses all)
+    nbest: int = 1  # hypotheses returned per input (<= beam_size; with sampling, that many samples)
+    no_repeat_ngram_size: int = 0  # > 0: never emit an n-gram of this many tokens twice (fairseq, HF)
+    sampling: bool = False  # draw each token instead of searching (beam_size is then unused)
+    temperature: float = 1.0  # sampling: logits / temperature
+    top_k: int = 0  # sampling: only the k most likely tokens (0: all)
+    top_p: float = 1.0  # sampling: only the smallest set of tokens whose probability reaches p (nucleus)
+    seed: int | None = None  # sampling: the same seed draws the same outputs; None draws fresh ones
 
     def __post_init__(self) -> None:
         if self.beam_size < 1 or (self.val_beam_size is not None and self.val_beam_size < 1):
             raise ConfigError(f"beam sizes must be >= 1, got {self.beam_size} / {self.val_beam_size}")
         if self.min_len < 0:
             raise ConfigError(f"decoding.min_len must be >= 0, got {self.min_len}")
+        if self.nbest < 1 or (not self.sampling and self.nbest > self.beam_size):
+            raise ConfigError(
+                f"decoding.nbest={self.nbest} must be between 1 and decoding.beam_size={self.beam_size}: raise the "
+                f"beam size, or sample (decoding.sampling=true)"
+            )
+        if self.no_repeat_ngram_size < 0:
+            raise ConfigError(f"decoding.no_repeat_ngram_size must be >= 0, got {self.no_repeat_ngram_size}")
+        if self.temperature <= 0 or self.top_k < 0 or not 0 < self.top_p <= 1:
+            raise ConfigError(
+                f"sampling needs temperature > 0, top_k >= 0 and 0 < top_p <= 1, got {self.temperature}, "
+                f"{self.top_k}, {self.top_p}"
+            )
 
 
 def max_lengths(src_pad_mask: Tensor, max_len_a: float, max_len_b: int, limit: int) -> Tensor:
@@ -64,6 +84,57 @@ def _shrink(rows: Tensor, caches, *tensors: Tensor) -> tuple[Tensor, ...]:
     return tuple(t[rows] for t in tensors)
 
 
+def ban_repeated_ngrams(logp: Tensor, tokens: Tensor, n: int) -> None:
+    """Set to -inf, in place, the scores logp (rows, V) of every token that would complete an n-gram already
+    present in tokens (rows, t), the tokens generated so far (BOS excluded)."""
+    t = tokens.size(1)
+    if n == 0 or t < n:
+        return
+    if n == 1:
+        logp.scatter_(1, tokens, -math.inf)
+        return
+    grams = tokens.unfold(1, n, 1)  # (rows, t-n+1, n)
+    prefix = tokens[:, t - n + 1 :]  # (rows, n-1): the n-gram being completed
+    match = (grams[:, :, :-1] == prefix[:, None, :]).all(-1)  # (rows, t-n+1)
+    rows, where = match.nonzero(as_tuple=True)
+    logp[rows, grams[rows, where, -1]] = -math.inf
+
+
+def mix_seed(*keys: int) -> int:
+    """A 63-bit generator seed from integer keys (e.g. a request's seed and an input's index), well mixed, so
+    nearby keys draw unrelated streams."""
+    return int(np.random.SeedSequence([k & (2**63 - 1) for k in keys]).generate_state(1, np.uint64)[0] >> 1)
+
+
+class Sampler:
+    """Draws the next token of each row from softmax(logits / temperature), restricted to the top_k most likely
+    tokens and to the nucleus of mass top_p (Holtzman et al., 2020). Every row has its own generator, so a row's
+    draws depend on its seed alone, not on the other rows of the batch."""
+
+    def __init__(self, seeds: list[int], temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> None:
+        self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+
+    def probabilities(self, logits: Tensor) -> Tensor:
+        """logits (n, V), -inf where banned -> sampling probabilities (n, V)."""
+        logits = logits.float() / self.temperature
+        if 0 < self.top_k < logits.size(-1):
+            kth = logits.topk(self.top_k, dim=-1).values[:, -1:]  # (n, 1)
+            logits = logits.masked_fill(logits < kth, -math.inf)
+        if self.top_p < 1.0:
+            ordered, order = logits.sort(dim=-1, descending=True)
+            probs = ordered.softmax(-1)
+            before = probs.cumsum(-1) - probs  # mass of the more likely tokens
+            logits = logits.scatter(-1, order, ordered.masked_fill(before >= self.top_p, -math.inf))
+        return logits.softmax(-1)
+
+    def draw(self, logits: Tensor, rows: Tensor) -> Tensor:
+        """One token (n,) for each row of logits (n, V); rows (n,) says which generator each row uses."""
+        probs = self.probabilities(logits).cpu()
+        drawn = [torch.multinomial(probs[i], 1, generator=self.generators[r]) for i, r in enumerate(rows.tolist())]
+        return torch.cat(drawn).to(logits.device)
+
+
 @torch.inference_mode()
 def greedy_search(
     model: EncoderDecoder,
@@ -73,36 +144,55 @@ def greedy_search(
     max_len_a: float = 1.2,
     max_len_b: int = 10,
     min_len: int = 0,
-) -> list[list[int]]:
-    """Argmax decoding of src (B, S); EOS is blocked before min_len tokens. Returns B token lists."""
+    no_repeat_ngram_size: int = 0,
+    sampler: Sampler | None = None,
+    length_penalty: float = 1.0,
+    return_scores: bool = False,
+) -> list[list[int]] | list[tuple[float, list[int]]]:
+    """Argmax decoding of src (B, S), or with a sampler, ancestral sampling (one generator per row of src).
+    EOS is blocked before min_len tokens; no_repeat_ngram_size > 0 blocks repeated n-grams.
+
+    Returns B token lists, or with return_scores B pairs (score, tokens), scored as beam search scores its
+    hypotheses: the model's sum of log-probabilities / length**length_penalty (length counts EOS)."""
     _check(model, src)
     memory, pad_mask = model.encode(src)
     limit = model.config.max_positions - 1
     budget = max_lengths(pad_mask, max_len_a, max_len_b, limit)  # (B,)
-    B = src.size(0)
-    out = torch.full((B, int(budget.max()) + 1), eos_id, dtype=torch.long, device=src.device)
-    active = torch.arange(B, device=src.device)
-    tokens = torch.full((B, 1), bos_id, dtype=torch.long, device=src.device)
+    B, device = src.size(0), src.device
+    steps = int(budget.max()) + 1
+    out = torch.full((B, steps), eos_id, dtype=torch.long, device=device)
+    total = torch.zeros(B, device=device)  # sum of log-probabilities of each output
+    ends = torch.full((B,), steps, device=device)  # tokens of each output, EOS included
+    active = torch.arange(B, device=device)
+    history = torch.full((B, 1), bos_id, dtype=torch.long, device=device)  # (n, t+1): BOS and the tokens so far
     caches = model.new_caches()
-    for t in range(int(budget.max()) + 1):
-        logits = model.decode(tokens, memory, pad_mask, caches, src)[:, -1]  # (n, V)
+    for t in range(steps):
+        logits = model.decode(history[:, -1:], memory, pad_mask, caches, src)[:, -1].float()  # (n, V)
+        logp = torch.log_softmax(logits, dim=-1)
+        allowed = logits.clone()
         if t < min_len:
-            logits[:, eos_id] = -math.inf
-        next_tokens = logits.argmax(-1)
+            allowed[:, eos_id] = -math.inf
+        ban_repeated_ngrams(allowed, history[:, 1:], no_repeat_ngram_size)
+        next_tokens = allowed.argmax(-1) if sampler is None else sampler.draw(allowed, active)
         next_tokens = torch.where(budget[active] <= t, eos_id, next_tokens)  # out of budget: force EOS
         out[active, t] = next_tokens
+        total[active] += logp.gather(1, next_tokens[:, None]).squeeze(1)
         keep = next_tokens.ne(eos_id)
         if not keep.all():
+            ends[active[~keep]] = t + 1
             if not keep.any():
                 break
             rows = keep.nonzero().squeeze(1)
             active, next_tokens = active[rows], next_tokens[rows]
-            memory, pad_mask, src = _shrink(rows, caches, memory, pad_mask, src)
-        tokens = next_tokens[:, None]
+            memory, pad_mask, src, history = _shrink(rows, caches, memory, pad_mask, src, history)
+        history = torch.cat([history, next_tokens[:, None]], dim=1)
     hyps = []
     for row in out.tolist():
         hyps.append(row[: row.index(eos_id)] if eos_id in row else row)
-    return hyps
+    if not return_scores:
+        return hyps
+    scores = (total / ends.float() ** length_penalty).tolist()
+    return list(zip(scores, hyps, strict=True))
 
 
 @torch.inference_mode()
@@ -117,16 +207,19 @@ def beam_search(
     max_len_b: int = 10,
     nbest: int = 1,
     min_len: int = 0,
-) -> list[list[list[int]]] | list[list[int]]:
+    no_repeat_ngram_size: int = 0,
+    return_scores: bool = False,
+) -> list[list[list[int]]] | list[list[int]] | list[list[tuple[float, list[int]]]]:
     """Beam search over src (B, S), in the manner of fairseq.
 
     Each step ranks the 2K best continuations of the K beams. A continuation that ends in EOS among the top K
     becomes a finished hypothesis, scored sum(log p) / length**length_penalty (length counts EOS); the K best
     others stay alive. A sentence is done once it has K finished hypotheses; at its length budget every beam
     is forced to end; before min_len tokens (fairseq's --min-len) none may. With beam_size=1 this is exactly
-    greedy search.
+    greedy search. no_repeat_ngram_size > 0 forbids continuations that repeat an n-gram of the beam.
 
-    Returns the best hypothesis per sentence, or with nbest > 1, a list of the nbest best per sentence.
+    Returns the best hypothesis per sentence, or with nbest > 1, a list of the nbest best per sentence; with
+    return_scores, a list of the nbest best (score, tokens) pairs per sentence, best first.
     """
     _check(model, src, beam_size)
     K = beam_size
@@ -158,6 +251,7 @@ def beam_search(
             logp[out_of_budget, eos_id] = eos_logp
         if t < min_len:
             logp[~out_of_budget, eos_id] = -math.inf
+        ban_repeated_ngrams(logp, tokens[:, 1:], no_repeat_ngram_size)
 
         candidates = (scores.unsqueeze(-1) + logp.view(n, K, V)).view(n, K * V)
         top_scores, top_index = candidates.topk(min(2 * K, K * V), dim=1)  # (n, 2K)
@@ -190,6 +284,46 @@ def beam_search(
 
     results = []
     for hyps in finished:
-        ranked = [h for _, h in sorted(hyps, key=lambda item: -item[0])]
-        results.append(ranked[0] if nbest == 1 else ranked[:nbest])
+        ranked = sorted(hyps, key=lambda item: -item[0])[:nbest]
+        if return_scores:
+            results.append(ranked)
+        else:
+            results.append(ranked[0][1] if nbest == 1 else [h for _, h in ranked])
     return results
+
+
+def generate(
+    model: EncoderDecoder, src: Tensor, bos_id: int, eos_id: int, config: DecodingConfig, seeds: list[int] | None = None
+) -> list[list[tuple[float, list[int]]]]:
+    """The config.nbest best (score, tokens) outputs of each row of src (B, S), best first, by the search that
+    config asks for: greedy (beam_size 1), beam search, or sampling. Sampling draws nbest samples per row from
+    generators seeded by mix_seed(seeds[i], j); seeds default to config.seed mixed with the row index (a fresh
+    random seed when config.seed is None)."""
+    c = config
+    limits = dict(max_len_a=c.max_len_a, max_len_b=c.max_len_b, min_len=c.min_len)
+    if c.sampling:
+        if seeds is None:
+            base = c.seed if c.seed is not None else int(torch.randint(0, 2**62, (1,)))
+            seeds = [mix_seed(base, i) for i in range(src.size(0))]
+        if len(seeds) != src.size(0):
+            raise ValueError(f"seeds has {len(seeds)} entries for {src.size(0)} inputs")
+        sampler = Sampler(
+            [mix_seed(seed, j) for seed in seeds for j in range(c.nbest)], c.temperature, c.top_k, c.top_p
+        )
+        drawn = greedy_search(
+            model, src.repeat_interleave(c.nbest, 0), bos_id, eos_id, **limits,
+            no_repeat_ngram_size=c.no_repeat_ngram_size, sampler=sampler, length_penalty=c.length_penalty,
+            return_scores=True,
+        )  # fmt: skip
+        rows = [drawn[i * c.nbest : (i + 1) * c.nbest] for i in range(src.size(0))]
+        return [sorted(row, key=lambda item: -item[0]) for row in rows]
+    if c.beam_size == 1:
+        best = greedy_search(
+            model, src, bos_id, eos_id, **limits, no_repeat_ngram_size=c.no_repeat_ngram_size,
+            length_penalty=c.length_penalty, return_scores=True,
+        )  # fmt: skip
+        return [[hyp] for hyp in best]
+    return beam_search(
+        model, src, bos_id, eos_id, c.beam_size, c.length_penalty, c.max_len_a, c.max_len_b, c.nbest, c.min_len,
+        c.no_repeat_ngram_size, return_scores=True,
+    )  # fmt: skip

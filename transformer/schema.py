@@ -266,7 +266,33 @@ class PredictConfig:
     text: str | None = None  # one input; otherwise `input` or standard input, one per line
     input: str | None = None
     batch_size: int = 32
+    interactive: bool = False  # read lines from the terminal and answer each at once (a prompt, no batching)
     decoding: dict[str, Any] = field(default_factory=dict)  # DecodingConfig keys; null keeps the checkpoint's
+
+
+@dataclass
+class ExportConfig:
+    ckpt: str = MISSING  # a checkpoint, or a run directory (its averaged, best or last checkpoint)
+    format: str = "onnx"  # onnx | torch_export
+    output_dir: str | None = None  # None: export_<format>/ next to the checkpoint
+    opset: int = 18  # ONNX opset
+    check: bool = True  # run the exported graphs against PyTorch on a sample before finishing
+
+
+@dataclass
+class ServeConfig:
+    ckpt: str = MISSING  # a checkpoint, or a run directory (its averaged, best or last checkpoint)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_batch_size: int = 32  # dynamic batching: concurrent requests' texts decoded together; 1 turns it off
+    batch_timeout: float = 0.01  # seconds a request waits for others to join its batch
+    max_texts: int = 32  # texts per request
+    max_chars: int = 5000  # characters per text
+    decoding: dict[str, Any] = field(default_factory=dict)  # server defaults (DecodingConfig keys; null: the
+    # checkpoint's); a request may change these within the limits below
+    max_beam_size: int = 8
+    max_nbest: int = 8
+    max_len_b: int = 256  # cap on a request's generated-token budget term
 
 
 @dataclass
@@ -320,6 +346,8 @@ SCHEMAS = {
     "prepare_data_schema": PrepareConfig,
     "evaluate_schema": EvaluateConfig,
     "predict_schema": PredictConfig,
+    "export_schema": ExportConfig,
+    "serve_schema": ServeConfig,
     "attend_schema": AttendConfig,
     "baseline_schema": BaselineConfig,
 }

@@ -3,6 +3,7 @@ file alone (training/checkpoint.py owns the format)."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sys
 from collections.abc import Iterable
@@ -16,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from transformer.data import DatasetConfig, TokenBudgetBatchSampler, Tokenizer, encode_split, example_lengths
 from transformer.data.batching import pad_sequences
+from transformer.decoding import DecodingConfig, generate, mix_seed
 from transformer.ensemble import ensemble
 from transformer.errors import UserError
 from transformer.schema import DATASET_OBJECTIVE, AttendConfig, EvaluateConfig, PredictConfig, build, typed
@@ -123,35 +125,125 @@ def prediction_lines(module, artifacts: dict[str, Any]) -> list[str]:
     return [text for _, text in sorted(module.predictions)]
 
 
+class Predictor:
+    """A fine-tuned checkpoint ready to answer texts, for predict.py (batch and interactive) and the server.
+
+    predictor(texts) -> one result per text: {"label", "probability", "probabilities"} (classification), or
+    {"output", "score", "nbest": [{"output", "score"}, ...]} (seq2seq; nbest holds decoding.nbest hypotheses,
+    best first, scored as beam search scores them). Inputs longer than the model's source length are truncated.
+    """
+
+    def __init__(self, ckpt: str, decoding: dict[str, Any] | None = None) -> None:
+        self.path, checkpoint = open_checkpoint(ckpt)
+        self.artifacts = checkpoint["transformer"]
+        check_fine_tuned(self.path, self.artifacts)
+        self.module = restore_module(checkpoint, decoding)
+        self.objective: str = self.artifacts["objective"]
+        self.label_names: list[str] | None = self.artifacts["label_names"]
+        self.src_tokenizer, self.tgt_tokenizer = tokenizers(self.artifacts)
+        model_config = self.module.model.config
+        max_source_len = self.artifacts["config"]["dataset"].get("max_source_len") or model_config.max_positions
+        self.max_source_len: int = min(max_source_len, model_config.max_positions)
+        self.decoding: DecodingConfig | None = getattr(self.module, "decoding", None)  # seq2seq only
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        """Source token ids of each text, before truncation."""
+        return self.src_tokenizer.encode(texts)
+
+    @torch.inference_mode()
+    def __call__(
+        self, texts: list[str], decoding: DecodingConfig | None = None, seeds: list[int] | None = None
+    ) -> list[dict[str, Any]]:
+        """Results for texts (non-empty strings); decoding replaces the checkpoint's settings, seeds (one per
+        text) fix the sampling draws of each text whatever else shares its batch."""
+        ids = [row[: self.max_source_len] for row in self.encode(texts)]
+        src = pad_sequences(ids, self.src_tokenizer.pad_id)  # (B, S)
+        if self.objective == "classification":
+            probs = self.module(src).float().softmax(-1)  # (B, C)
+            results = []
+            for row in probs.tolist():
+                best = max(range(len(row)), key=row.__getitem__)
+                results.append(
+                    {
+                        "label": self.label_names[best],
+                        "probability": row[best],
+                        "probabilities": dict(zip(self.label_names, row, strict=True)),
+                    }
+                )
+            return results
+        tok = self.tgt_tokenizer
+        outputs = generate(self.module.model, src, tok.bos_id, tok.eos_id, decoding or self.decoding, seeds)
+        results = []
+        for hyps in outputs:
+            nbest = [{"output": tok.decode(tokens), "score": score} for score, tokens in hyps]
+            results.append({"output": nbest[0]["output"], "score": nbest[0]["score"], "nbest": nbest})
+        return results
+
+    def lines(self, result: dict[str, Any], number: int) -> list[str]:
+        """predict.py's output lines for one result: `label<TAB>probability`, the output text, or with
+        decoding.nbest > 1 one `number<TAB>score<TAB>output` line per hypothesis (fairseq's H lines)."""
+        if self.objective == "classification":
+            return [f"{result['label']}\t{result['probability']:.4f}"]
+        if len(result["nbest"]) == 1:
+            return [result["output"]]
+        return [f"{number}\t{hyp['score']:.4f}\t{hyp['output']}" for hyp in result["nbest"]]
+
+
 def predict(cfg: DictConfig, stdin: Iterable[str] | None = None) -> list[str]:
     """Label with probability (classification) or generated text (seq2seq) for each input line, in order; an
-    empty input line gives an empty output line."""
+    empty input line gives an empty output line. With interactive=true, answers each line of standard input as
+    soon as it is read, and returns nothing."""
     config: PredictConfig = typed(cfg)
-    texts = read_inputs(config.text, config.input, stdin)
     if config.batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {config.batch_size}")
-    path, checkpoint = open_checkpoint(config.ckpt)
-    artifacts = checkpoint["transformer"]
-    check_fine_tuned(path, artifacts)
-    module = restore_module(checkpoint, config.decoding)
-    src_tok, _ = tokenizers(artifacts)
-    max_len = artifacts["config"]["dataset"].get("max_source_len") or module.model.config.max_positions
-    outputs = [""] * len(texts)
+    if config.interactive and (config.text is not None or config.input is not None):
+        raise UserError("interactive=true reads the terminal: drop text= and input=")
+    texts = [] if config.interactive else read_inputs(config.text, config.input, stdin)
+    predictor = Predictor(config.ckpt, config.decoding)
+    if config.interactive:
+        interact(predictor, sys.stdin if stdin is None else stdin)
+        return []
+    seeds = sampling_seeds(predictor, len(texts))
+    outputs: list[str] = []
     todo = [i for i, text in enumerate(texts) if text.strip()]  # an empty line is echoed as an empty line
+    answers: dict[int, list[str]] = {}
     for start in range(0, len(todo), config.batch_size):
         rows = todo[start : start + config.batch_size]
-        ids = [row[:max_len] for row in src_tok.encode([texts[i] for i in rows])]
-        src = pad_sequences(ids, src_tok.pad_id)
-        with torch.inference_mode():
-            if artifacts["objective"] == "classification":
-                probs, labels = module(src).float().softmax(-1).max(-1)
-                names = artifacts["label_names"]
-                answers = [f"{names[k]}\t{p:.4f}" for k, p in zip(labels.tolist(), probs.tolist(), strict=True)]
-            else:
-                answers = module.generate(src)
-        for i, answer in zip(rows, answers, strict=True):
-            outputs[i] = answer
+        results = predictor([texts[i] for i in rows], seeds=None if seeds is None else [seeds[i] for i in rows])
+        for i, result in zip(rows, results, strict=True):
+            answers[i] = predictor.lines(result, i)
+    for i in range(len(texts)):
+        outputs += answers.get(i, [""])
     return outputs
+
+
+def sampling_seeds(predictor: Predictor, n: int) -> list[int] | None:
+    """One seed per input line when sampling with decoding.seed set: a line's samples then depend on its seed and
+    line number only, not on batch_size."""
+    d = predictor.decoding
+    if d is None or not d.sampling or d.seed is None:
+        return None
+    return [mix_seed(d.seed, i) for i in range(n)]
+
+
+def interact(predictor: Predictor, lines: Iterable[str]) -> None:
+    """Answer each line as soon as it arrives (a `> ` prompt on stderr when it is a terminal), until end of input."""
+    prompt = sys.stdin.isatty() and lines is sys.stdin
+    kind = "text" if predictor.objective == "classification" else "source text"
+    print(f"ready: type a {kind} and press Enter; Ctrl-D ends", file=sys.stderr, flush=True)
+    iterator = iter(lines)
+    for number in itertools.count():
+        if prompt:
+            print("> ", end="", file=sys.stderr, flush=True)
+        line = next(iterator, None)
+        if line is None:
+            break
+        text = line.rstrip("\n")
+        seeds = sampling_seeds(predictor, number + 1)
+        answer = (
+            predictor.lines(predictor([text], seeds=seeds[-1:] if seeds else None)[0], number) if text.strip() else [""]
+        )
+        print("\n".join(answer), flush=True)
 
 
 def read_inputs(text: str | None, input_file: str | None, stdin: Iterable[str] | None) -> list[str]:

@@ -3,13 +3,14 @@ training, beam search with sacreBLEU / chrF / ROUGE for validation and test."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 
 from transformer.config import ModelConfig
-from transformer.decoding import DecodingConfig, beam_search, greedy_search
+from transformer.decoding import DecodingConfig, generate
 from transformer.model import EncoderDecoder
 from transformer.training.common import (
     NonFiniteGuard,
@@ -63,17 +64,10 @@ class Seq2SeqModule(pl.LightningModule):
         self.step_size.apply(self)
 
     def generate(self, src: torch.Tensor, beam_size: int | None = None) -> list[str]:
-        """Detokenized outputs for a batch of source ids (B, S)."""
-        d = self.decoding
-        beam = beam_size or d.beam_size
-        bos, eos = self.tokenizer.bos_id, self.tokenizer.eos_id
-        if beam == 1:
-            ids = greedy_search(self.model, src, bos, eos, d.max_len_a, d.max_len_b, min_len=d.min_len)
-        else:
-            ids = beam_search(
-                self.model, src, bos, eos, beam, d.length_penalty, d.max_len_a, d.max_len_b, min_len=d.min_len
-            )
-        return [self.tokenizer.decode(row) for row in ids]
+        """Detokenized best output for each row of source ids (B, S), by self.decoding (beam_size: another beam)."""
+        config = replace(self.decoding, beam_size=beam_size or self.decoding.beam_size, nbest=1)
+        outputs = generate(self.model, src, self.tokenizer.bos_id, self.tokenizer.eos_id, config)
+        return [self.tokenizer.decode(best[0][1]) for best in outputs]
 
     def _evaluate(self, batch, batch_idx: int, stage: str) -> None:
         n = batch["src"].size(0)

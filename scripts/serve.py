@@ -1,0 +1,6 @@
+"""python scripts/serve.py [overrides]: see transformer/conf/serve.yaml."""
+
+from transformer.cli import serve_main
+
+if __name__ == "__main__":
+    serve_main()
