@@ -1,0 +1,540 @@
+"""Export a trained checkpoint as ONNX or torch.export graphs (transformer-export), and run an export folder.
+
+A classifier becomes one graph, an encoder-decoder two, for incremental decoding with explicit caches:
+
+    classifier     src (B, S) int64 ids -> probs (B, C); the padding mask is derived from pad ids in the graph
+    encoder        src (B, S) -> memory (B, S, D), memory_pad_mask (B, S) bool,
+                   cross_key_i / cross_value_i (B, H, S, Dh): decoder layer i's cross-attention keys and values
+    decoder_step   tokens (B, 1) the newest token, memory_pad_mask, cross_key_i / cross_value_i,
+                   past_key_i / past_value_i (B, H, P, Dh) the self-attention cache of the P tokens so far,
+                   and with copy attention also src (B, S) and memory (B, S, D)
+                   -> logits (B, V) (log-probabilities with copy attention), present_key_i / present_value_i
+                   (B, H, P+1, Dh): the caches to feed to the next step
+
+The step's position is the cache length P, so the first step (the BOS token) takes empty (B, H, 0, Dh) caches.
+Batch, source length and P are dynamic. The wrappers below only rearrange inputs and outputs around the model's
+own modules, so the graphs compute what greedy_search does. Beside the graphs: the SentencePiece model(s) and
+export.json, the settings a runtime needs (special ids, lengths, decoding defaults, graph inputs and outputs).
+
+`load(folder)` runs an export folder through ONNX Runtime (or torch.export for .pt2): ExportedClassifier gives
+class probabilities, ExportedSeq2Seq greedy decoding with the caches, on ids or on text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib.util
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import Tensor, nn
+from torch.export import Dim
+
+from transformer.attention import AttentionCache
+from transformer.data import Tokenizer
+from transformer.decoding import DecodingConfig, greedy_search, max_lengths
+from transformer.errors import UserError
+from transformer.model import EncoderClassifier, EncoderDecoder
+from transformer.schema import ExportConfig, typed
+
+FORMATS = {"onnx": ".onnx", "torch_export": ".pt2"}
+METADATA = "export.json"
+MIN_OPSET = 18  # the dynamo exporter writes 18+; converting down fails (LayerNormalization, Split)
+# the model sizes a runtime reads (cache shapes, vocabulary)
+MODEL_KEYS = ("d_model", "n_heads", "head_dim", "n_encoder_layers", "n_decoder_layers", "vocab_size", "tgt_vocab_size",
+              "num_classes", "copy_attention")  # fmt: skip
+CHECK_ATOL = 1e-4  # fp32 class probabilities: exported graph vs PyTorch
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Graph wrappers: named, flat tensor inputs and outputs around the model's modules
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A graph input or output: its shape (ints, or names of dynamic axes) and dtype."""
+
+    shape: tuple[int | str, ...]
+    dtype: str = "float32"  # float32 | int64 | bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"shape": list(self.shape), "dtype": self.dtype}
+
+
+def layer_names(prefix: str, n_layers: int) -> list[str]:
+    """[prefix_key_0, prefix_value_0, prefix_key_1, ...]: one key and one value tensor per decoder layer."""
+    return [f"{prefix}_{kind}_{i}" for i in range(n_layers) for kind in ("key", "value")]
+
+
+class ClassifierGraph(nn.Module):
+    """src (B, S) -> class probabilities (B, C)."""
+
+    def __init__(self, model: EncoderClassifier) -> None:
+        super().__init__()
+        self.model = model
+        self.inputs = {"src": Spec(("batch", "src_len"), "int64")}
+        self.outputs = {"probs": Spec(("batch", model.config.num_classes))}
+
+    def forward(self, *inputs: Tensor) -> tuple[Tensor, ...]:
+        (src,) = inputs
+        return (self.model(src).float().softmax(-1),)  # (B, C)
+
+
+class EncoderGraph(nn.Module):
+    """src (B, S) -> memory, its pad mask and every decoder layer's cross-attention keys and values."""
+
+    def __init__(self, model: EncoderDecoder) -> None:
+        super().__init__()
+        self.encoder = model.encoder
+        self.cross_attns = nn.ModuleList(layer.cross_attn for layer in model.decoder.layers)
+        c = model.config
+        cross = Spec(("batch", c.n_heads, "src_len", c.head_dim))
+        self.inputs = {"src": Spec(("batch", "src_len"), "int64")}
+        self.outputs = {
+            "memory": Spec(("batch", "src_len", c.d_model)),
+            "memory_pad_mask": Spec(("batch", "src_len"), "bool"),
+            **{name: cross for name in layer_names("cross", c.n_decoder_layers)},
+        }
+
+    def forward(self, *inputs: Tensor) -> tuple[Tensor, ...]:
+        (src,) = inputs
+        memory, pad_mask = self.encoder(src)  # (B, S, D), (B, S): EncoderDecoder.encode
+        cross = []
+        for attention in self.cross_attns:
+            # a cross-attention fills its static cache from memory on its first call, as greedy_search's first
+            # step does; the attention output for this stand-in query is unused (and pruned from the graph)
+            cache = AttentionCache()
+            attention(memory[:, :1], memory, key_padding_mask=pad_mask, cache=cache)
+            cross += [cache.k, cache.v]  # (B, H, S, Dh) each
+        return (memory, pad_mask, *cross)
+
+
+class DecoderStepGraph(nn.Module):
+    """One step of incremental decoding: the newest token and the caches -> next-token logits and the caches
+    grown by one position."""
+
+    def __init__(self, model: EncoderDecoder) -> None:
+        super().__init__()
+        self.model = without_encoder(model)
+        c = model.config
+        self.n_layers = c.n_decoder_layers
+        self.copies = model.copy is not None
+        cross = Spec(("batch", c.n_heads, "src_len", c.head_dim))
+        past = Spec(("batch", c.n_heads, "past_len", c.head_dim))
+        present = Spec(("batch", c.n_heads, "past_len + 1", c.head_dim))
+        copy_inputs = {"src": Spec(("batch", "src_len"), "int64"), "memory": Spec(("batch", "src_len", c.d_model))}
+        self.inputs = {
+            "tokens": Spec(("batch", 1), "int64"),
+            "memory_pad_mask": Spec(("batch", "src_len"), "bool"),
+            **(copy_inputs if self.copies else {}),
+            **{name: cross for name in layer_names("cross", self.n_layers)},
+            **{name: past for name in layer_names("past", self.n_layers)},
+        }
+        self.outputs = {
+            "logits": Spec(("batch", c.tgt_vocab_size)),
+            **{name: present for name in layer_names("present", self.n_layers)},
+        }
+
+    def forward(self, *inputs: Tensor) -> tuple[Tensor, ...]:
+        x = dict(zip(self.inputs, inputs, strict=True))
+        caches = []  # (self-attention, cross-attention) per layer; P = 0 works like a fresh cache
+        for i in range(self.n_layers):
+            own = AttentionCache(x[f"past_key_{i}"], x[f"past_value_{i}"])
+            cross = AttentionCache(x[f"cross_key_{i}"], x[f"cross_value_{i}"], static=True)
+            caches.append((own, cross))
+        # memory is read by copy attention only: the static caches hold the cross-attention keys and values
+        memory = x["memory"] if self.copies else torch.empty(0)
+        logits = self.model.decode(x["tokens"], memory, x["memory_pad_mask"], caches, x.get("src"))[:, -1]  # (B, V)
+        present = [t for own, _ in caches for t in (own.k, own.v)]  # (B, H, P+1, Dh) each
+        return (logits.float(), *present)
+
+
+def without_encoder(model: EncoderDecoder) -> EncoderDecoder:
+    """The model's decoding half: a shallow copy sharing its decoder, output projection and copy attention, minus
+    the encoder, so that the decoder step's graph (torch.export keeps every parameter) carries no encoder weights."""
+    half = copy.copy(model)  # the same config and submodules; its own module table
+    half._modules = {name: module for name, module in model._modules.items() if name != "encoder"}
+    return half
+
+
+def graphs(model: nn.Module) -> dict[str, nn.Module]:
+    """The graphs that serve `model`, by name, in eval mode."""
+    if isinstance(model, EncoderClassifier):
+        wrappers = {"classifier": ClassifierGraph(model)}
+    elif isinstance(model, EncoderDecoder):
+        wrappers = {"encoder": EncoderGraph(model), "decoder_step": DecoderStepGraph(model)}
+    else:
+        raise UserError(f"cannot export a {type(model).__name__}: export classifiers and encoder-decoders")
+    return {name: wrapper.eval() for name, wrapper in wrappers.items()}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Writing the graphs
+
+
+def example_inputs(wrapper: nn.Module, sizes: dict[str, int]) -> tuple[Tensor, ...]:
+    """Tensors of the wrapper's input specs, dynamic axes at `sizes` (not 0 or 1: torch.export would fix them)."""
+    examples = []
+    for spec in wrapper.inputs.values():
+        shape = [sizes[d] if isinstance(d, str) else d for d in spec.shape]
+        if spec.dtype == "int64":
+            examples.append(torch.ones(shape, dtype=torch.long))  # id 1 (unk): a valid token, not padding
+        elif spec.dtype == "bool":
+            examples.append(torch.zeros(shape, dtype=torch.bool))
+        else:
+            examples.append(torch.randn(shape))
+    return tuple(examples)
+
+
+def dynamic_shapes(wrapper: nn.Module, dims: dict[str, Dim]) -> tuple:
+    """torch.export's dynamic_shapes for forward(*inputs): one {axis: Dim} per input."""
+    specs = wrapper.inputs.values()
+    return (tuple({i: dims[d] for i, d in enumerate(spec.shape) if isinstance(d, str)} for spec in specs),)
+
+
+@contextlib.contextmanager
+def quiet_exporter():
+    """Hide the exporters' notes that need no action: ONNX's log lines about optional packages (torchvision) and
+    its graph optimizer's reports (onnxscript, onnx_ir: Hydra's jobs log INFO to stdout, where the file list goes),
+    its note that it names an axis once (it names them all), and torch's own deprecation warning of LeafSpec."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="# The axis name: ")
+            warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)", category=FutureWarning)
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def write_graph(wrapper: nn.Module, path: Path, fmt: str, opset: int, max_positions: int) -> list[Path]:
+    """Export one wrapper to path (.onnx or .pt2). Returns the files written."""
+    dims = {
+        "batch": Dim("batch"),
+        "src_len": Dim("src_len", max=max_positions),
+        "past_len": Dim("past_len", min=0, max=max_positions - 1),  # the step's position; 0 at the first step
+    }
+    sizes = {"batch": 2, "src_len": min(5, max_positions), "past_len": min(3, max_positions - 1)}
+    args = example_inputs(wrapper, sizes)
+    shapes = dynamic_shapes(wrapper, dims)
+    if fmt == "torch_export":
+        with quiet_exporter():
+            torch.export.save(torch.export.export(wrapper, args, dynamic_shapes=shapes), path)
+        return [path]
+    # protobuf caps a file at 2 GB: weights beyond 1 GB go to <name>.onnx.data beside the graph
+    external = sum(p.numel() * p.element_size() for p in wrapper.parameters()) > 2**30
+    with quiet_exporter():
+        torch.onnx.export(
+            wrapper,
+            args,
+            path,
+            input_names=list(wrapper.inputs),
+            output_names=list(wrapper.outputs),
+            opset_version=opset,
+            dynamic_shapes=shapes,
+            external_data=external,
+            verbose=False,
+        )
+    data = path.with_name(path.name + ".data")
+    return [path, data] if data.is_file() else [path]
+
+
+def export_model(
+    model: nn.Module,
+    out_dir: str | Path,
+    fmt: str = "onnx",
+    opset: int = 18,
+    decoding: DecodingConfig | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> list[Path]:
+    """Write the graphs of `model` (an EncoderClassifier or EncoderDecoder) and export.json into out_dir.
+
+    `metadata` adds to export.json (the checkpoint, tokenizers, labels: export() passes them). Returns the files."""
+    check_settings(fmt, opset)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    c = model.config
+    written, described = [], {}
+    for name, wrapper in graphs(model).items():
+        path = out / f"{name}{FORMATS[fmt]}"
+        written += write_graph(wrapper, path, fmt, opset, c.max_positions)
+        described[name] = {
+            "file": path.name,
+            "inputs": {k: spec.to_dict() for k, spec in wrapper.inputs.items()},
+            "outputs": {k: spec.to_dict() for k, spec in wrapper.outputs.items()},
+        }
+    d = decoding or DecodingConfig()
+    meta = {
+        "format": fmt,
+        "opset": opset if fmt == "onnx" else None,
+        "torch_version": torch.__version__,
+        "objective": "classification" if isinstance(model, EncoderClassifier) else "seq2seq",
+        "pad_id": Tokenizer.pad_id,
+        "unk_id": Tokenizer.unk_id,
+        "bos_id": Tokenizer.bos_id,
+        "eos_id": Tokenizer.eos_id,
+        "max_positions": c.max_positions,
+        "max_source_len": c.max_positions,
+        "model": {key: getattr(c, key) for key in MODEL_KEYS},
+        "decoding": {
+            "beam_size": d.beam_size,
+            "max_len_a": d.max_len_a,
+            "max_len_b": d.max_len_b,
+            "min_len": d.min_len,
+            "length_penalty": d.length_penalty,
+        },
+        "graphs": described,
+        **(metadata or {}),
+    }
+    (out / METADATA).write_text(json.dumps(meta, indent=2) + "\n")
+    return [*written, out / METADATA]
+
+
+def write_tokenizers(artifacts: dict[str, Any], out: Path) -> dict[str, str]:
+    """The checkpoint's SentencePiece model(s) as .model files in out. Returns their names, by side."""
+    from transformer.training.checkpoint import tokenizers
+
+    src, tgt = tokenizers(artifacts)
+    if tgt is src:
+        src.save(out / "tokenizer.model")
+        return {"src": "tokenizer.model", "tgt": "tokenizer.model"}
+    src.save(out / "src_tokenizer.model")
+    tgt.save(out / "tgt_tokenizer.model")
+    return {"src": "src_tokenizer.model", "tgt": "tgt_tokenizer.model"}
+
+
+def export(cfg: DictConfig) -> list[Path]:
+    """transformer-export: a checkpoint's graphs, tokenizers and export.json (ExportConfig). Returns the files."""
+    from transformer.training.inference import check_fine_tuned, open_checkpoint
+    from transformer.training.modules import restore_module
+
+    config: ExportConfig = typed(cfg)
+    check_settings(config.format, config.opset)
+    path, checkpoint = open_checkpoint(config.ckpt)
+    artifacts = checkpoint["transformer"]
+    check_fine_tuned(path, artifacts)
+    module = restore_module(checkpoint)
+    out = Path(config.output_dir) if config.output_dir else path.resolve().parent / f"export_{config.format}"
+    out.mkdir(parents=True, exist_ok=True)
+    names = write_tokenizers(artifacts, out)
+    metadata = {
+        "checkpoint": str(path.resolve()),
+        "task": artifacts["task"],
+        "label_names": artifacts["label_names"],
+        "max_source_len": artifacts["config"]["dataset"].get("max_source_len") or module.model.config.max_positions,
+        "tokenizers": names,
+    }
+    decoding = getattr(module, "decoding", None)
+    written = export_model(module.model, out, config.format, config.opset, decoding, metadata)
+    if config.check:
+        check(module.model, out)
+    return [out / name for name in sorted(set(names.values()))] + written
+
+
+def check_settings(fmt: str, opset: int) -> None:
+    """A known format, an opset the exporter writes, and for ONNX the packages of the `export` extra."""
+    if fmt not in FORMATS:
+        raise UserError(
+            f"format={fmt!r} is not one of {', '.join(FORMATS)}: pass format=onnx (ONNX Runtime) or "
+            f"format=torch_export (.pt2 files for torch.export.load)"
+        )
+    if fmt != "onnx":
+        return
+    if opset < MIN_OPSET:
+        raise UserError(f"opset={opset} is too old for torch.onnx's exporter: pass opset={MIN_OPSET} or newer")
+    missing = [name for name in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UserError(f"format=onnx needs {', '.join(missing)}: pip install 'transformer[export]'")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Running an export folder
+
+
+class OnnxGraph:
+    """An ONNX Runtime session on the CPU, called with named numpy arrays; returns named numpy arrays."""
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def __call__(self, **feeds: np.ndarray) -> dict[str, np.ndarray]:
+        return dict(zip(self.output_names, self.session.run(self.output_names, feeds), strict=True))
+
+
+class TorchGraph:
+    """A torch.export program (.pt2), called like OnnxGraph."""
+
+    def __init__(self, path: Path, input_names: list[str], output_names: list[str]) -> None:
+        self.module = torch.export.load(path).module()
+        self.input_names, self.output_names = input_names, output_names
+
+    def __call__(self, **feeds: np.ndarray) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            outputs = self.module(*(torch.from_numpy(feeds[name]) for name in self.input_names))
+        return {name: t.numpy() for name, t in zip(self.output_names, outputs, strict=True)}
+
+
+class Exported:
+    """An export folder: its export.json (`meta`), graphs and tokenizers (when the folder has them)."""
+
+    def __init__(self, folder: str | Path, threads: int | None = None) -> None:
+        self.folder = Path(folder)
+        self.meta = json.loads((self.folder / METADATA).read_text())
+        self.graphs = {}
+        for name, g in self.meta["graphs"].items():
+            path = self.folder / g["file"]
+            if path.suffix == ".onnx":
+                self.graphs[name] = OnnxGraph(path, threads)
+            else:
+                self.graphs[name] = TorchGraph(path, list(g["inputs"]), list(g["outputs"]))
+        files = self.meta.get("tokenizers") or {}
+        self.src_tokenizer = Tokenizer.load(self.folder / files["src"]) if "src" in files else None
+        self.tgt_tokenizer = Tokenizer.load(self.folder / files["tgt"]) if "tgt" in files else None
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Right-padded source ids (B, S) int64 of texts, each cut to max_source_len tokens."""
+        if self.src_tokenizer is None:
+            raise ValueError(f"{self.folder} has no tokenizer: pass ids")
+        rows = [row[: self.meta["max_source_len"]] for row in self.src_tokenizer.encode(texts)]
+        src = np.full((len(rows), max([1, *map(len, rows)])), self.meta["pad_id"], dtype=np.int64)
+        for i, row in enumerate(rows):
+            src[i, : len(row)] = row
+        return src
+
+
+class ExportedClassifier(Exported):
+    """A classifier's export folder: class probabilities of ids or texts."""
+
+    def probabilities(self, src: np.ndarray) -> np.ndarray:
+        """Source ids (B, S) int64, padded with pad_id -> class probabilities (B, C)."""
+        return self.graphs["classifier"](src=src)["probs"]
+
+    def predict(self, texts: list[str]) -> list[tuple[str, float]]:
+        """(label, probability) of the most likely class of each text."""
+        probs = self.probabilities(self.encode(texts))
+        names = self.meta.get("label_names") or [str(k) for k in range(probs.shape[1])]
+        return [(names[k], float(p[k])) for k, p in zip(probs.argmax(-1), probs, strict=True)]
+
+
+class ExportedSeq2Seq(Exported):
+    """An encoder-decoder's export folder: greedy decoding of ids or texts, the caches fed back step by step."""
+
+    def greedy(
+        self, src: np.ndarray, max_len_a: float | None = None, max_len_b: int | None = None, min_len: int | None = None
+    ) -> list[list[int]]:
+        """transformer.decoding.greedy_search through the graphs: source ids (B, S) int64 -> B token lists
+        (without BOS and EOS). Length settings default to export.json's decoding."""
+        m, d = self.meta, self.meta["decoding"]
+        max_len_a = d["max_len_a"] if max_len_a is None else max_len_a
+        max_len_b = d["max_len_b"] if max_len_b is None else max_len_b
+        min_len = d["min_len"] if min_len is None else min_len
+        bos, eos = m["bos_id"], m["eos_id"]
+        n_layers, H, Dh = m["model"]["n_decoder_layers"], m["model"]["n_heads"], m["model"]["head_dim"]
+        encoded = self.graphs["encoder"](src=src)
+        step = self.graphs["decoder_step"]
+        # per-row inputs that stay the same at every step, and the self-attention caches that grow
+        state = {k: v for k, v in encoded.items() if k != "memory"}
+        if m["model"]["copy_attention"]:
+            state.update(src=src, memory=encoded["memory"])
+        past = {name: np.zeros((len(src), H, 0, Dh), np.float32) for name in layer_names("past", n_layers)}
+
+        pad_mask = torch.from_numpy(encoded["memory_pad_mask"])
+        budget = max_lengths(pad_mask, max_len_a, max_len_b, m["max_positions"] - 1).numpy()  # (B,) as greedy_search
+        steps = int(budget.max()) + 1
+        out = np.full((len(src), steps), eos, dtype=np.int64)
+        active = np.arange(len(src))  # the sentence of each row of the shrinking batch
+        tokens = np.full((len(src), 1), bos, dtype=np.int64)
+        for t in range(steps):
+            result = step(tokens=tokens, **state, **past)
+            logits = result["logits"]  # (n, V)
+            if t < min_len:
+                logits[:, eos] = -np.inf
+            next_tokens = np.where(budget[active] <= t, eos, logits.argmax(-1))  # out of budget: force EOS
+            out[active, t] = next_tokens
+            past = {name: result[name.replace("past", "present", 1)] for name in past}
+            keep = next_tokens != eos
+            if not keep.all():  # finished sentences leave the batch
+                if not keep.any():
+                    break
+                active, next_tokens = active[keep], next_tokens[keep]
+                state = {k: v[keep] for k, v in state.items()}
+                past = {k: v[keep] for k, v in past.items()}
+            tokens = next_tokens[:, None]
+        return [row[: row.index(eos)] if eos in row else row for row in out.tolist()]
+
+    def generate(self, texts: list[str]) -> list[str]:
+        """Greedy outputs of texts, detokenized; an empty text gives an empty output."""
+        todo = [i for i, text in enumerate(texts) if text.strip()]
+        outputs = [""] * len(texts)
+        if todo:
+            hyps = self.greedy(self.encode([texts[i] for i in todo]))
+            for i, hyp in zip(todo, hyps, strict=True):
+                outputs[i] = self.tgt_tokenizer.decode(hyp)
+        return outputs
+
+
+def load(folder: str | Path, threads: int | None = None) -> ExportedClassifier | ExportedSeq2Seq:
+    """The runtime of an export folder; threads: ONNX Runtime's intra-op threads (None: its default)."""
+    meta = json.loads((Path(folder) / METADATA).read_text())
+    runtime = ExportedClassifier if meta["objective"] == "classification" else ExportedSeq2Seq
+    return runtime(folder, threads)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checking an export against PyTorch
+
+
+class ExportMismatch(RuntimeError):
+    """The exported graphs disagree with the PyTorch model (an exporter bug, not a user error)."""
+
+
+def check_sample(vocab_size: int, max_len: int, pad_id: int = Tokenizer.pad_id) -> np.ndarray:
+    """Four right-padded rows of random non-special ids (4, S) of different lengths, for export checks."""
+    rng = np.random.default_rng(0)
+    lengths = [min(n, max_len) for n in (12, 7, 3, 1)]
+    src = np.full((len(lengths), max(lengths)), pad_id, dtype=np.int64)
+    for i, n in enumerate(lengths):
+        src[i, :n] = rng.integers(4, vocab_size, n)
+    return src
+
+
+def check(model: nn.Module, folder: str | Path, src: np.ndarray | None = None) -> None:
+    """Run the export in `folder` against `model` on src (default: check_sample): class probabilities within
+    CHECK_ATOL, or greedy decoding token for token. Raises ExportMismatch."""
+    runtime = load(folder)
+    c = model.config
+    src = check_sample(c.vocab_size, runtime.meta["max_source_len"]) if src is None else src
+    if isinstance(runtime, ExportedClassifier):
+        with torch.inference_mode():
+            expected = model(torch.from_numpy(src)).float().softmax(-1).numpy()
+        error = float(np.abs(runtime.probabilities(src) - expected).max())
+        if not error <= CHECK_ATOL:
+            raise ExportMismatch(f"{folder}: class probabilities differ from PyTorch's by {error:.2e} > {CHECK_ATOL}")
+        return
+    d = runtime.meta["decoding"]
+    m = runtime.meta
+    expected = greedy_search(model, torch.from_numpy(src), m["bos_id"], m["eos_id"], d["max_len_a"], d["max_len_b"],
+                             min_len=d["min_len"])  # fmt: skip
+    got = runtime.greedy(src)
+    if got != expected:
+        row = next(i for i, (g, e) in enumerate(zip(got, expected, strict=True)) if g != e)
+        raise ExportMismatch(f"{folder}: greedy decoding of row {row} gives {got[row]}, PyTorch {expected[row]}")
