@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from transformer.attention import MultiHeadAttention
 from transformer.data import Tokenizer
 from transformer.data.batching import pad_sequences
-from transformer.decoding import beam_search, greedy_search
+from transformer.decoding import generate
 
 WORD_START = "\u2581"  # SentencePiece's mark of a piece that begins a word
 KINDS = ("encoder", "decoder", "cross")  # encoder self-attention, decoder self-attention, cross-attention
@@ -127,14 +127,8 @@ def maps_of_ids(module, artifacts: dict[str, Any], src_ids: list[int], out_ids: 
             pooling=model.config.pooling,
         )
     bos, eos = tgt_tok.bos_id, tgt_tok.eos_id
-    if out_ids is None:
-        d = module.decoding
-        if d.beam_size == 1:
-            out_ids = greedy_search(model, src, bos, eos, d.max_len_a, d.max_len_b, min_len=d.min_len)[0]
-        else:
-            out_ids = beam_search(
-                model, src, bos, eos, d.beam_size, d.length_penalty, d.max_len_a, d.max_len_b, min_len=d.min_len
-            )[0]
+    if out_ids is None:  # the model's own best output, by the run's decoding settings (sampling included)
+        out_ids = generate(model, src, bos, eos, module.decoding)[0][0][1]
     tgt_in = torch.tensor([[bos, *out_ids]], device=device)  # (1, T)
     with record_attention(model) as recorded:
         model(src, tgt_in)
