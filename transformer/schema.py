@@ -283,16 +283,29 @@ class ExportConfig:
 class ServeConfig:
     ckpt: str = MISSING  # a checkpoint, or a run directory (its averaged, best or last checkpoint)
     host: str = "127.0.0.1"
-    port: int = 8000
-    max_batch_size: int = 32  # dynamic batching: concurrent requests' texts decoded together; 1 turns it off
+    port: int = 8000  # 0: any free port (the startup line gives the URL)
+    max_batch_size: int = 32  # dynamic batching: concurrent requests' texts decoded together (a request is never
+    # split, so one with more texts runs alone); 1 turns it off
     batch_timeout: float = 0.01  # seconds a request waits for others to join its batch
     max_texts: int = 32  # texts per request
     max_chars: int = 5000  # characters per text
+    max_request_bytes: int = 2_097_152  # request body, checked before parsing
     decoding: dict[str, Any] = field(default_factory=dict)  # server defaults (DecodingConfig keys; null: the
     # checkpoint's); a request may change these within the limits below
     max_beam_size: int = 8
     max_nbest: int = 8
     max_len_b: int = 256  # cap on a request's generated-token budget term
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be between 0 (any free port) and 65535, got {self.port}")
+        if self.batch_timeout < 0:
+            raise ConfigError(f"batch_timeout must be >= 0 seconds, got {self.batch_timeout}")
+        for key in ("max_batch_size", "max_texts", "max_chars", "max_request_bytes", "max_beam_size", "max_nbest"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.max_len_b < 0:
+            raise ConfigError(f"max_len_b must be >= 0, got {self.max_len_b}")
 
 
 @dataclass

@@ -1,0 +1,483 @@
+"""transformer-serve (transformer/serve.py): request checks as plain functions, the batcher in-process, then real
+servers in subprocesses on free loopback ports, one per task, answering as the Predictor does in-process, batching
+concurrent requests, and refusing every bad request with a one-line 4xx while staying up."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import http.client
+import json
+import logging
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from helpers import ROOT, TINY_RUN, run_script
+
+from transformer.decoding import DecodingConfig, mix_seed
+from transformer.errors import ConfigError, UserError
+from transformer.schema import ServeConfig
+from transformer.serve import Batcher, Job, ModelError, RequestError, build_app, listen, parse_request
+from transformer.training.inference import Predictor
+
+LIMITS = ["max_texts=4", "max_chars=200", "max_request_bytes=8192", "max_beam_size=5", "max_nbest=3"]
+CONFIG = ServeConfig(ckpt="unused", max_texts=4, max_chars=200, max_request_bytes=8192, max_beam_size=5, max_nbest=3)
+
+# (body, status, part of the one-line reason): every way a request can be wrong
+BAD_REQUESTS = [
+    (b'{"text": "a"', 400, "malformed JSON"),
+    (b"", 400, "malformed JSON"),
+    (b"[" * 5000, 400, "nested too deeply"),
+    (b'{"text": "a", "decoding": {"top_p": NaN}}', 400, "NaN is not a JSON number"),
+    (b'{"text": "a", "decoding": {"top_p": 1e999}}', 400, "beyond the range of a float"),
+    (b'["a"]', 400, "the body must be a JSON object"),
+    (b'{"decoding": {}}', 400, 'missing field "text"'),
+    (b'{"text": "a", "texts": ["b"]}', 400, "unknown field 'texts'"),
+    (b'{"text": 5}', 400, '"text" must be a string or a list of strings, got a JSON number'),
+    (b'{"text": ["a", null]}', 400, '"text"[1] must be a string, got a JSON null'),
+    (b'{"text": []}', 400, '"text" is an empty list'),
+    (b'{"text": " "}', 400, '"text" is blank'),
+    (b'{"text": "\\ud800"}', 400, "lone surrogate"),
+    (json.dumps({"text": ["a"] * 5}).encode(), 413, '"text" has 5 texts, over max_texts=4'),
+    (json.dumps({"text": ["a", "b" * 201]}).encode(), 413, '"text"[1] has 201 characters, over max_chars=200'),
+    (b'{"text": "a", "decoding": [1]}', 400, '"decoding" must be an object'),
+    (b'{"text": "a", "decoding": {"beams": 2}}', 400, "unknown decoding option 'beams'"),
+    (b'{"text": "a", "decoding": {"beam_size": "2"}}', 400, "'beam_size' must be an integer, got a JSON string"),
+    (b'{"text": "a", "decoding": {"beam_size": 2.5}}', 400, "'beam_size' must be an integer"),
+    (b'{"text": "a", "decoding": {"sampling": 1}}', 400, "'sampling' must be true or false"),
+    (b'{"text": "a", "decoding": {"temperature": true}}', 400, "'temperature' must be a number"),
+    (
+        b'{"text": "a", "decoding": {"beam_size": 6}}',
+        400,
+        "decoding.beam_size=6 is over the server's limit max_beam_size=5",
+    ),
+    (b'{"text": "a", "decoding": {"sampling": true, "nbest": 4}}', 400, "limit max_nbest=3"),
+    (b'{"text": "a", "decoding": {"max_len_b": 300}}', 400, "decoding.max_len_b=300 is over the server's limit"),
+    (b'{"text": "a", "decoding": {"sampling": true, "temperature": 0}}', 400, "sampling needs temperature > 0"),
+    (b'{"text": "a", "decoding": {"sampling": true, "temperature": -1.5}}', 400, "sampling needs temperature > 0"),
+    (b'{"text": "a", "decoding": {"beam_size": 2, "nbest": 3}}', 400, "decoding.nbest=3 must be between 1 and"),
+    (b'{"text": "a", "decoding": {"beam_size": 0}}', 400, "beam sizes must be >= 1"),
+    (
+        b'{"text": "a", "decoding": {"length_penalty": -200}}',
+        400,
+        "length_penalty=-200.0 is outside the server's range",
+    ),
+]
+
+
+# --- checking requests, without HTTP ---
+
+
+@pytest.mark.parametrize(("body", "status", "reason"), BAD_REQUESTS, ids=[r for _, _, r in BAD_REQUESTS])
+def test_parse_request_refuses_each_bad_request_in_one_line(body, status, reason):
+    with pytest.raises(RequestError) as caught:
+        parse_request(body, CONFIG, DecodingConfig())
+    assert caught.value.status == status
+    assert reason in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_parse_request_reads_texts_and_applies_options_to_the_defaults():
+    defaults = DecodingConfig(beam_size=4, max_len_b=10)
+    job = parse_request(b'{"text": "a dog"}', CONFIG, defaults)
+    assert (job.texts, job.single, job.decoding, job.seeds) == (["a dog"], True, defaults, None)
+
+    body = {"text": ["a", "b"], "decoding": {"beam_size": 3, "nbest": 2, "length_penalty": 1}}
+    job = parse_request(json.dumps(body).encode(), CONFIG, defaults)
+    assert (job.texts, job.single) == (["a", "b"], False)
+    assert job.decoding == dataclasses.replace(defaults, beam_size=3, nbest=2, length_penalty=1.0)
+
+    sample = {"text": ["a", "b", "c"], "decoding": {"sampling": True, "seed": 7}}
+    job = parse_request(json.dumps(sample).encode(), CONFIG, defaults)
+    assert job.seeds == [mix_seed(7, i) for i in range(3)]  # by position in the request, not in a batch
+    unseeded = [parse_request(b'{"text": "a", "decoding": {"sampling": true}}', CONFIG, defaults) for _ in range(2)]
+    assert unseeded[0].seeds != unseeded[1].seeds  # fresh draws
+
+
+def test_a_classifier_takes_no_decoding_options():
+    assert parse_request(b'{"text": "fine", "decoding": {}}', CONFIG, None).decoding is None
+    with pytest.raises(RequestError, match="this is a classifier: it takes no decoding options"):
+        parse_request(b'{"text": "fine", "decoding": {"beam_size": 2}}', CONFIG, None)
+
+
+def test_server_settings_are_checked():
+    with pytest.raises(ConfigError, match="max_batch_size must be >= 1"):
+        ServeConfig(ckpt="x", max_batch_size=0)
+    with pytest.raises(ConfigError, match="port must be between 0"):
+        ServeConfig(ckpt="x", port=70000)
+    with pytest.raises(ConfigError, match="batch_timeout must be >= 0"):
+        ServeConfig(ckpt="x", batch_timeout=-1)
+    with socket.create_server(("127.0.0.1", 0)) as taken, pytest.raises(UserError, match="cannot listen on"):
+        listen("127.0.0.1", taken.getsockname()[1])
+
+
+# --- the batcher, in-process, on a stand-in model ---
+
+
+class FakePredictor:
+    """Echoes its texts and records its calls; fails on any text containing "boom"."""
+
+    max_source_len = 3
+    decoding, objective, label_names, path, artifacts = None, "classification", ["x"], "fake.ckpt", {"task": "fake"}
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[str], Any, Any]] = []
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        return [[0] * len(text.split()) for text in texts]
+
+    def __call__(self, texts, decoding=None, seeds=None):
+        self.calls.append((texts, decoding, seeds))
+        if any("boom" in text for text in texts):
+            raise RuntimeError("boom\nsecond line")
+        return [{"output": text} for text in texts]
+
+
+def run_jobs(batcher: Batcher, jobs: list[Job]) -> list[Any]:
+    """Submit all jobs at once, return each one's results or exception."""
+
+    async def main():
+        batcher.start()
+        answers = await asyncio.gather(*(batcher.submit(job) for job in jobs), return_exceptions=True)
+        await batcher.stop()
+        return answers
+
+    return asyncio.run(main())
+
+
+def test_batcher_runs_each_decoding_as_one_call_and_answers_in_order():
+    fake = FakePredictor()
+    beam2, beam3 = DecodingConfig(beam_size=2), DecodingConfig(beam_size=3)
+    sampled = [DecodingConfig(sampling=True, seed=seed) for seed in (1, 2)]
+    jobs = [
+        Job(["a", "b"], False, beam2),
+        Job(["c"], True, beam3),
+        Job(["d one two three"], True, beam2),
+        Job(["e"], True, sampled[0], [11]),
+        Job(["f", "g"], False, sampled[1], [21, 22]),  # another seed, the same draws: one call
+    ]
+    answers = run_jobs(Batcher(fake, max_batch_size=32, timeout=0.05), jobs)
+    assert [[r["output"] for r in answer] for answer in answers] == [
+        ["a", "b"],
+        ["c"],
+        ["d one two three"],
+        ["e"],
+        ["f", "g"],
+    ]
+    assert [r["truncated"] for r in answers[2]] == [True]  # 4 tokens, over max_source_len=3
+    assert sorted((texts, seeds) for texts, _, seeds in fake.calls) == [
+        (["a", "b", "d one two three"], None),
+        (["c"], None),
+        (["e", "f", "g"], [11, 21, 22]),
+    ]
+
+
+def test_batcher_keeps_batches_within_max_batch_size_and_never_splits_a_request():
+    fake = FakePredictor()
+    jobs = [Job(["a", "b"], False), Job(["c", "d"], False), Job(["e", "f", "g"], False), Job(["h"], True)]
+    batcher = Batcher(fake, max_batch_size=3, timeout=0.05)
+    run_jobs(batcher, jobs)
+    assert [texts for texts, _, _ in fake.calls] == [["a", "b"], ["c", "d"], ["e", "f", "g"], ["h"]]
+    assert batcher.stats == {"requests": 4, "texts": 8, "batches": 4, "largest_batch": 1}
+
+
+def test_a_model_error_fails_only_its_call_with_a_logged_traceback(caplog):
+    fake = FakePredictor()
+    jobs = [Job(["fine"], True), Job(["boom"], True), Job(["fine too"], True, DecodingConfig(beam_size=2))]
+    with caplog.at_level(logging.ERROR, logger="transformer.serve"):
+        answers = run_jobs(Batcher(fake, max_batch_size=32, timeout=0.05), jobs)
+    assert isinstance(answers[0], ModelError) and isinstance(answers[1], ModelError)  # one model call
+    assert str(answers[1]) == (
+        "the model failed on this request's batch (RuntimeError: boom); the traceback is in the server log"
+    )
+    assert answers[2][0]["output"] == "fine too"
+    assert "Traceback" in caplog.text and "RuntimeError: boom" in caplog.text
+
+
+def test_a_model_error_is_a_one_line_500_and_the_server_goes_on(caplog):
+    """The app in-process on uvicorn, in a thread, around a model that fails on "boom"."""
+    sock = listen("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(build_app(FakePredictor(), CONFIG), log_config=None, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        port = sock.getsockname()[1]
+        failed, fine = (call(port, "POST", "/predict", body) for body in (b'{"text": "boom"}', b'{"text": "fine"}'))
+    finally:
+        server.should_exit = True
+        thread.join()
+    assert failed[0] == 500 and failed[1]["error"].startswith("the model failed on this request's batch (RuntimeError")
+    assert fine == (200, {"output": "fine", "truncated": False})
+    assert "Traceback" in caplog.text
+
+
+def call(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
+    """(status, parsed JSON answer) of one request to a loopback server."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        connection.request(method, path, body=body, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+# --- real servers ---
+
+
+class Server:
+    """scripts/serve.py in a subprocess on a free loopback port (port=0: its startup line gives the URL)."""
+
+    def __init__(self, log_path: Path, *overrides: str) -> None:
+        self.log_path = log_path
+        env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+        with log_path.open("w") as log:  # a file, not a pipe: a full pipe would block the server
+            self.process = subprocess.Popen(
+                [sys.executable, str(ROOT / "scripts" / "serve.py"), "port=0", *overrides],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=log_path.parent,
+                env={**env, "PYTHONWARNINGS": "ignore"},
+            )
+        self.port = 0
+
+    def wait_until_ready(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.port:
+            found = re.search(r"at http://127\.0\.0\.1:(\d+) ", self.log())
+            if found:
+                self.port = int(found.group(1))
+            elif self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the server did not start:\n{self.log()[-3000:]}")
+            else:
+                time.sleep(0.2)
+        assert self.request("GET", "/health") == (200, {"status": "ok"})
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def request(self, method: str, path: str, body: bytes | dict | list | None = None) -> tuple[int, Any]:
+        """(status, parsed JSON answer)."""
+        data = json.dumps(body).encode() if isinstance(body, dict | list) else body
+        return call(self.port, method, path, data)
+
+    def predict(self, body: dict) -> Any:
+        status, answer = self.request("POST", "/predict", body)
+        assert status == 200, answer
+        return answer
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """A tiny sentiment run and a tiny translation run, trained side by side."""
+    root = tmp_path_factory.mktemp("serve")
+
+    def train(task: str) -> Path:
+        result = run_script("train.py", f"task={task}", *TINY_RUN, f"paths.cache_dir={root / 'cache' / task}",
+                            f"hydra.run.dir={root / task}")  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        return root / task
+
+    with ThreadPoolExecutor(2) as pool:
+        return dict(zip(("sentiment", "translation"), pool.map(train, ("sentiment", "translation")), strict=True))
+
+
+@pytest.fixture(scope="module")
+def servers(runs, tmp_path_factory):
+    """A server for each run, started side by side; batch_timeout is long enough for concurrent requests to meet."""
+    folder = tmp_path_factory.mktemp("servers")
+    started = {
+        task: Server(folder / f"{task}.log", f"ckpt={run}", "batch_timeout=0.1", *LIMITS) for task, run in runs.items()
+    }
+    try:
+        for server in started.values():
+            server.wait_until_ready()
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def predictors(runs) -> dict[str, Predictor]:
+    """The same checkpoints in-process: the answers the servers must give."""
+    return {task: Predictor(str(run)) for task, run in runs.items()}
+
+
+def without_flag(results: list[dict]) -> list[dict]:
+    assert all(result.pop("truncated") is False for result in results)
+    return results
+
+
+def same_class(answer: dict, expected: dict) -> bool:
+    """A server's classification answer is the in-process one (probabilities up to float rounding)."""
+    probabilities = answer.pop("probabilities")
+    return answer == pytest.approx(
+        {k: v for k, v in expected.items() if k != "probabilities"}, abs=1e-5
+    ) and probabilities == pytest.approx(expected["probabilities"], abs=1e-5)
+
+
+def test_health_and_info_describe_each_model(servers, predictors):
+    for task, server in servers.items():
+        assert server.request("GET", "/health") == (200, {"status": "ok"})
+        status, info = server.request("GET", "/info")
+        assert status == 200
+        assert (info["task"], info["objective"]) == (task, predictors[task].objective)
+        assert info["max_source_tokens"] == predictors[task].max_source_len
+        assert info["limits"]["max_texts"] == 4 and info["limits"]["max_beam_size"] == 5
+    sentiment = servers["sentiment"].request("GET", "/info")[1]
+    assert sentiment["labels"] == predictors["sentiment"].label_names and sentiment["decoding"] is None
+    translation = servers["translation"].request("GET", "/info")[1]
+    assert translation["decoding"]["beam_size"] == predictors["translation"].decoding.beam_size
+
+
+def test_classification_answers_as_the_predictor_does(servers, predictors):
+    texts = ["a wonderful film", "dull and far too long", "it was fine"]
+    expected = predictors["sentiment"](texts)
+    one = servers["sentiment"].predict({"text": texts[0]})
+    assert isinstance(one, dict) and one["label"] in predictors["sentiment"].label_names
+    assert same_class(without_flag([one])[0], expected[0])
+    answers = servers["sentiment"].predict({"text": texts})
+    assert len(answers) == 3 and all(map(same_class, without_flag(answers), expected))  # a list, in order
+
+
+def test_translation_answers_as_the_predictor_does_with_request_options(servers, predictors):
+    predictor, server = predictors["translation"], servers["translation"]
+    texts = ["Two dogs run in the park.", "A man is sleeping."]
+    one = server.predict({"text": texts[0]})
+    assert without_flag([one]) == predictor(texts[:1])
+    options = {"beam_size": 3, "nbest": 2, "max_len_b": 5}
+    answers = server.predict({"text": texts, "decoding": options})
+    assert without_flag(answers) == predictor(texts, decoding=dataclasses.replace(predictor.decoding, **options))
+    assert all(len(answer["nbest"]) == 2 for answer in answers)
+
+
+def test_inputs_over_the_source_length_are_truncated_and_say_so(servers, predictors):
+    texts = ["a great film", "x y " * 50]  # 200 characters, 200 tokens
+    assert [len(ids) > predictors["sentiment"].max_source_len for ids in predictors["sentiment"].encode(texts)] == [
+        False,
+        True,
+    ]
+    answers = servers["sentiment"].predict({"text": texts})
+    assert [answer["truncated"] for answer in answers] == [False, True]
+
+
+def same_outputs(answers: list[dict], expected: list[dict]) -> bool:
+    """Seq2seq answers with the same outputs, scores equal up to float rounding (padding differs by batch)."""
+
+    def outputs(results):
+        return [[result["output"]] + [hyp["output"] for hyp in result["nbest"]] for result in results]
+
+    def scores(results):
+        return [score for result in results for score in [result["score"]] + [hyp["score"] for hyp in result["nbest"]]]
+
+    return outputs(answers) == outputs(expected) and scores(answers) == pytest.approx(scores(expected), abs=1e-5)
+
+
+def concurrently(server: Server, bodies: list[dict]) -> list[tuple[int, Any]]:
+    """Send the bodies at the same moment, one thread each."""
+    start = threading.Barrier(len(bodies))
+
+    def send(body):
+        start.wait()
+        return server.request("POST", "/predict", body)
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        return list(pool.map(send, bodies))
+
+
+def test_concurrent_requests_are_batched_and_answered_in_order(servers, predictors):
+    server = servers["sentiment"]
+    texts = [f"review number {i} was {'good' if i % 2 else 'bad'}" for i in range(8)]
+    before = server.request("GET", "/info")[1]["stats"]
+    answers = concurrently(server, [{"text": text} for text in texts])
+    after = server.request("GET", "/info")[1]["stats"]
+    assert [status for status, _ in answers] == [200] * 8
+    for (_, answer), expected in zip(answers, predictors["sentiment"](texts), strict=True):
+        assert same_class(without_flag([answer])[0], expected)
+    assert after["requests"] - before["requests"] == 8
+    assert after["largest_batch"] > 1 and after["batches"] - before["batches"] < 8
+
+
+def test_seeded_sampling_is_reproducible_and_independent_of_its_batch(servers, predictors):
+    server, predictor = servers["translation"], predictors["translation"]
+    options = {"sampling": True, "seed": 7, "nbest": 2, "top_p": 0.9, "max_len_b": 6}
+    request = {"text": ["A dog.", "The cat sleeps on the warm mat."], "decoding": options}
+    alone = server.predict(request)
+    assert server.predict(request) == alone
+    others = [
+        {"text": ["Some children play football in a field today."], "decoding": {**options, "seed": 8}},
+        {"text": ["Hello."], "decoding": {**options, "seed": None}},
+        {"text": ["A woman reads."]},
+    ]
+    together = concurrently(server, [request, *others])
+    assert together[0][0] == 200 and same_outputs(together[0][1], alone)
+    decoding = dataclasses.replace(predictor.decoding, **options)
+    expected = predictor(request["text"], decoding=decoding, seeds=[mix_seed(7, i) for i in range(2)])
+    assert same_outputs(without_flag(alone), expected)
+
+
+@pytest.mark.parametrize(("body", "status", "reason"), BAD_REQUESTS, ids=[r for _, _, r in BAD_REQUESTS])
+def test_bad_requests_get_a_one_line_4xx_and_the_server_stays_up(servers, body, status, reason):
+    server = servers["translation"]
+    answer = server.request("POST", "/predict", body)
+    assert answer[0] == status and reason in answer[1]["error"] and "\n" not in answer[1]["error"]
+    assert server.request("GET", "/health") == (200, {"status": "ok"})
+
+
+def test_size_limits_paths_and_methods_get_a_4xx(servers):
+    server = servers["sentiment"]
+    status, answer = server.request("POST", "/predict", json.dumps({"text": ["a " * 90] * 4 * 12}).encode())
+    assert (status, answer) == (
+        413,
+        {"error": "the request body is over max_request_bytes=8192: send fewer or shorter texts"},
+    )
+    assert server.request("POST", "/predict", {"text": "a", "decoding": {"nbest": 2}}) == (
+        400,
+        {"error": "this is a classifier: it takes no decoding options"},
+    )
+    assert server.request("GET", "/predict") == (405, {"error": "Method Not Allowed"})
+    assert server.request("GET", "/nowhere") == (404, {"error": "Not Found"})
+    assert server.request("GET", "/health") == (200, {"status": "ok"})
+
+
+def test_a_bad_request_does_not_fail_the_good_ones_in_its_batch(servers):
+    server = servers["translation"]
+    bodies = [{"text": "A dog runs."}, {"text": "a", "decoding": {"beam_size": 99}}, {"text": 3}, {"text": "A cat."}]
+    answers = concurrently(server, bodies)
+    assert [status for status, _ in answers] == [200, 400, 400, 200]
+    for task, s in servers.items():
+        assert "Traceback" not in s.log(), f"{task} server log:\n{s.log()[-3000:]}"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ckpt=/nonexistent/model.ckpt"], "error: checkpoint /nonexistent/model.ckpt does not exist"),
+        (["ckpt=unused.ckpt", "max_batch_size=0"], "error: max_batch_size must be >= 1, got 0"),
+    ],
+)
+def test_cli_bad_settings_end_in_one_line_with_status_2(args, message, tmp_path):
+    result = run_script("serve.py", *args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(message) and len(result.stderr.strip().splitlines()) == 1
