@@ -64,6 +64,7 @@ def test_validation_counts_each_example_once(tmp_path):
     assert two == pytest.approx(one, abs=1e-6)
 
 
+@pytest.mark.slow  # FSDP; DDP keeps the same check in the default suite
 def test_fsdp_gradients_and_evaluation_match_one_process(tmp_path):
     """FSDP (2 CPU processes, gloo): the sharded model's gradients are those of one process on the whole step, and
     validation (greedy decoding, whose number of steps differs between ranks) neither hangs nor changes."""

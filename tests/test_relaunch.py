@@ -96,6 +96,7 @@ def test_killed_run_relaunched_equals_uninterrupted(kill, tmp_path, uninterrupte
 FSDP = ["hardware=fsdp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=1"]
 
 
+@pytest.mark.slow  # FSDP; DDP keeps the same check in the default suite
 def test_fsdp_run_preempted_and_relaunched_equals_uninterrupted(tmp_path, uninterrupted):
     """hardware=fsdp on 2 CPU processes: SIGTERM to the launching rank saves a sharded checkpoint on both ranks; the
     same command resumes from it and ends with the weights of an uninterrupted run. The sharded checkpoints load
