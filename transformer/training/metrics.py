@@ -7,7 +7,6 @@ from collections.abc import Sequence
 
 import sacrebleu
 import torch
-from rouge_score import rouge_scorer
 
 from transformer.errors import ConfigError
 
@@ -61,6 +60,9 @@ def generation_metrics(
         results["chrf"] = sacrebleu.corpus_chrf(list(hypotheses), streams).score
     rouge_types = [name for name in names if name.startswith("rouge")]
     if rouge_types:
+        # imported here: rouge_score pulls in nltk and scipy (~1 s), which every CLI start would otherwise pay
+        from rouge_score import rouge_scorer
+
         scorer = rouge_scorer.RougeScorer(rouge_types, use_stemmer=True)
         totals = dict.fromkeys(rouge_types, 0.0)
         for hyp, refs in zip(hypotheses, references, strict=True):
