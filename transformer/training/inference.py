@@ -203,13 +203,12 @@ def predict(cfg: DictConfig, stdin: Iterable[str] | None = None) -> list[str]:
     if config.interactive:
         interact(predictor, sys.stdin if stdin is None else stdin)
         return []
-    seeds = sampling_seeds(predictor, len(texts))
     outputs: list[str] = []
     todo = [i for i, text in enumerate(texts) if text.strip()]  # an empty line is echoed as an empty line
     answers: dict[int, list[str]] = {}
     for start in range(0, len(todo), config.batch_size):
         rows = todo[start : start + config.batch_size]
-        results = predictor([texts[i] for i in rows], seeds=None if seeds is None else [seeds[i] for i in rows])
+        results = predictor([texts[i] for i in rows], seeds=sampling_seeds(predictor, rows))
         for i, result in zip(rows, results, strict=True):
             answers[i] = predictor.lines(result, i)
     for i in range(len(texts)):
@@ -217,13 +216,13 @@ def predict(cfg: DictConfig, stdin: Iterable[str] | None = None) -> list[str]:
     return outputs
 
 
-def sampling_seeds(predictor: Predictor, n: int) -> list[int] | None:
-    """One seed per input line when sampling with decoding.seed set: a line's samples then depend on its seed and
-    line number only, not on batch_size."""
+def sampling_seeds(predictor: Predictor, numbers: list[int]) -> list[int] | None:
+    """One seed for each of these input line numbers when sampling with decoding.seed set: a line's samples then
+    depend on the seed and its line number only, not on batch_size."""
     d = predictor.decoding
     if d is None or not d.sampling or d.seed is None:
         return None
-    return [mix_seed(d.seed, i) for i in range(n)]
+    return [mix_seed(d.seed, number) for number in numbers]
 
 
 def interact(predictor: Predictor, lines: Iterable[str]) -> None:
@@ -239,10 +238,8 @@ def interact(predictor: Predictor, lines: Iterable[str]) -> None:
         if line is None:
             break
         text = line.rstrip("\n")
-        seeds = sampling_seeds(predictor, number + 1)
-        answer = (
-            predictor.lines(predictor([text], seeds=seeds[-1:] if seeds else None)[0], number) if text.strip() else [""]
-        )
+        seeds = sampling_seeds(predictor, [number])
+        answer = predictor.lines(predictor([text], seeds=seeds)[0], number) if text.strip() else [""]
         print("\n".join(answer), flush=True)
 
 
