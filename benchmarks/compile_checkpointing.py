@@ -26,8 +26,8 @@ def measure(args: argparse.Namespace) -> dict:
     import torch
 
     from transformer import EncoderDecoder, ModelConfig
+    from transformer.hardware import cpu_supports_bf16
     from transformer.model import compile_blocks
-    from transformer.training.hardware import cpu_supports_bf16
 
     torch.manual_seed(0)
     options = CONFIGS[args.config]

@@ -79,7 +79,7 @@ def load(cache: Path, batches: int) -> dict:
     from torch.utils.data import DataLoader
 
     from transformer.data import TokenBudgetBatchSampler, example_lengths, load_prepared
-    from transformer.training.datamodule import Collate
+    from transformer.data.batching import Collate
 
     start = time.perf_counter()
     data = load_prepared(cache / "scale")

@@ -49,7 +49,7 @@ def run_ours(args: argparse.Namespace, out: Path) -> dict:
     from omegaconf import OmegaConf
 
     import transformer.schema  # noqa: F401  (registers the structured configs)
-    from transformer.training.hardware import resolve_precision
+    from transformer.hardware import resolve_precision
     from transformer.training.train import train
 
     start = time.perf_counter()

@@ -18,11 +18,11 @@ from torch.distributed.tensor import DTensor
 from transformer.config import ModelConfig
 from transformer.data import TokenBudgetBatchSampler, collate_classification, collate_seq2seq
 from transformer.decoding import DecodingConfig
+from transformer.objectives.classification import ClassificationModule
+from transformer.objectives.seq2seq import Seq2SeqModule
+from transformer.optim import OptimConfig
 from transformer.schema import FSDPConfig
-from transformer.training.classification import ClassificationModule
 from transformer.training.fsdp import FSDPStrategy, GatherForEvaluation
-from transformer.training.optim import OptimConfig
-from transformer.training.seq2seq import Seq2SeqModule
 
 EXAMPLES = 8
 VOCAB = 40

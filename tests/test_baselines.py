@@ -9,8 +9,8 @@ import pytest
 
 from transformer.baselines import baseline, lead_words
 from transformer.data import prepare_from_config
+from transformer.metrics import classification_metrics, generation_metrics
 from transformer.schema import typed
-from transformer.training.metrics import classification_metrics, generation_metrics
 
 
 def test_lead_words():

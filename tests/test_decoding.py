@@ -24,7 +24,7 @@ from transformer.decoding import (
     mix_seed,
 )
 from transformer.errors import ConfigError, UserError
-from transformer.training.inference import predict
+from transformer.inference import predict
 
 PAD, BOS, EOS = 0, 2, 3
 

@@ -17,13 +17,13 @@ from hydra import initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
+from transformer.checkpoint import load_checkpoint, resolve_checkpoint, tokenizers
 from transformer.config import ModelConfig
 from transformer.decoding import greedy_search
 from transformer.errors import UserError
 from transformer.export import ExportedClassifier, ExportedSeq2Seq, ExportMismatch, check, export, export_model, load
 from transformer.model import EncoderDecoder
-from transformer.training.checkpoint import load_checkpoint, resolve_checkpoint, tokenizers
-from transformer.training.modules import restore_module
+from transformer.objectives import restore_module
 from transformer.training.train import train
 
 pytest.importorskip("onnxruntime")

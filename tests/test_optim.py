@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 from transformer import EncoderClassifier, EncoderDecoder, ModelConfig
 from transformer.errors import ConfigError
+from transformer.optim import OptimConfig, build_optimizer, parameter_depths
 from transformer.schema import build
-from transformer.training.optim import OptimConfig, build_optimizer, parameter_depths
 
 TOTAL_STEPS = 100
 

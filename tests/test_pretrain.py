@@ -14,11 +14,11 @@ import pytest
 import torch
 from helpers import TINY_RUN, run_script
 
+from transformer.checkpoint import load_checkpoint, resolve_checkpoint, tokenizers
 from transformer.data import DatasetConfig, prepare_dataset, train_tokenizer
 from transformer.data.noising import IGNORE, NoiseConfig, Vocabulary, denoise, example_rng, infill, mask_tokens
 from transformer.errors import ConfigError
 from transformer.schema import typed
-from transformer.training.checkpoint import load_checkpoint, resolve_checkpoint, tokenizers
 from transformer.training.stages import compose_stage, stage_overrides
 
 WORDS = "the a cat dog sat ran on under mat rug happily slowly very big small red green blue".split()

@@ -16,7 +16,7 @@ import torch
 import yaml
 from helpers import ROOT, run_script
 
-from transformer.training.checkpoint import AtomicCheckpointIO, find_resume_checkpoint, is_sharded, load_checkpoint
+from transformer.checkpoint import AtomicCheckpointIO, find_resume_checkpoint, is_sharded, load_checkpoint
 from transformer.training.preemption import PREEMPTED_EXIT_CODE
 
 # 2 epochs of ~31 steps on the tiny model, a checkpoint every 5 optimizer steps

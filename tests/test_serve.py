@@ -18,6 +18,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -26,9 +27,9 @@ from helpers import ROOT, TINY_RUN, run_script
 
 from transformer.decoding import DecodingConfig, mix_seed
 from transformer.errors import ConfigError, UserError
+from transformer.inference import Predictor
 from transformer.schema import ServeConfig
 from transformer.serve import Batcher, Job, ModelError, RequestError, build_app, listen, parse_request
-from transformer.training.inference import Predictor
 
 LIMITS = ["max_texts=4", "max_chars=200", "max_request_bytes=8192", "max_beam_size=5", "max_nbest=3"]
 CONFIG = ServeConfig(ckpt="unused", max_texts=4, max_chars=200, max_request_bytes=8192, max_beam_size=5, max_nbest=3)
@@ -127,7 +128,13 @@ class FakePredictor:
     """Echoes its texts and records its calls; fails on any text containing "boom"."""
 
     max_source_len = 3
-    decoding, objective, label_names, path, artifacts = None, "classification", ["x"], "fake.ckpt", {"task": "fake"}
+    decoding, objective, label_names, path, artifacts = (
+        None,
+        "classification",
+        ["x"],
+        "fake.ckpt",
+        SimpleNamespace(task="fake"),
+    )
 
     def __init__(self) -> None:
         self.calls: list[tuple[list[str], Any, Any]] = []

@@ -11,9 +11,9 @@ import pytest
 import torch
 from helpers import run_script
 
+from transformer.checkpoint import CheckpointError, load_checkpoint
+from transformer.inference import evaluate, predict
 from transformer.training.averaging import average_checkpoints, epoch_checkpoints
-from transformer.training.checkpoint import CheckpointError, load_checkpoint
-from transformer.training.inference import evaluate, predict
 from transformer.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]

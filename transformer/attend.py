@@ -21,7 +21,7 @@ import string
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +30,9 @@ from transformer.attention import MultiHeadAttention
 from transformer.data import Tokenizer
 from transformer.data.batching import pad_sequences
 from transformer.decoding import generate
+
+if TYPE_CHECKING:  # only read here: the artifacts come with the trained module
+    from transformer.checkpoint import Artifacts
 
 WORD_START = "\u2581"  # SentencePiece's mark of a piece that begins a word
 KINDS = ("encoder", "decoder", "cross")  # encoder self-attention, decoder self-attention, cross-attention
@@ -87,37 +90,31 @@ def pieces(tokenizer: Tokenizer, ids: list[int]) -> list[str]:
 
 
 @torch.inference_mode()
-def attention_maps(module, artifacts: dict[str, Any], text: str, target: str | None = None) -> AttentionMaps:
+def attention_maps(module, artifacts: Artifacts, text: str, target: str | None = None) -> AttentionMaps:
     """Run a trained LightningModule (restore_module) on `text` and record its attention. For seq2seq, the output
     is the module's own (its decoding settings) unless `target` is given, which is then force-decoded."""
-    from transformer.training.checkpoint import tokenizers
-
-    src_tok, tgt_tok = tokenizers(artifacts)
-    limit = artifacts["config"]["dataset"].get("max_source_len") or module.model.config.max_positions
-    src_ids = src_tok.encode([text])[0][:limit]
+    src_ids = artifacts.src_tokenizer.encode([text])[0][: artifacts.max_source_len]
     if not src_ids:
         raise ValueError('the input text is empty: pass text="..." with at least one word')
     out_ids = None
     if target is not None:
-        out_ids = tgt_tok.encode([target])[0][: module.model.config.max_positions - 1]
+        out_ids = artifacts.tgt_tokenizer.encode([target])[0][: module.model.config.max_positions - 1]
     return maps_of_ids(module, artifacts, src_ids, out_ids)
 
 
 @torch.inference_mode()
-def maps_of_ids(module, artifacts: dict[str, Any], src_ids: list[int], out_ids: list[int] | None = None):
+def maps_of_ids(module, artifacts: Artifacts, src_ids: list[int], out_ids: list[int] | None = None):
     """attention_maps on token ids: `src_ids` without special tokens; `out_ids` (seq2seq) the output to
     force-decode, or None for the module's own decoding."""
-    from transformer.training.checkpoint import tokenizers
-
-    src_tok, tgt_tok = tokenizers(artifacts)
+    src_tok, tgt_tok = artifacts.src_tokenizer, artifacts.tgt_tokenizer
     model = module.model
     device = next(model.parameters()).device
     src = pad_sequences([list(src_ids)], src_tok.pad_id).to(device)  # (1, S)
     source = pieces(src_tok, src_ids)
-    if artifacts["objective"] == "classification":
+    if artifacts.objective == "classification":
         with record_attention(model) as recorded:
             probs = model(src).float().softmax(-1)[0]  # (C,)
-        names = artifacts["label_names"] or [str(i) for i in range(probs.numel())]
+        names = artifacts.label_names or [str(i) for i in range(probs.numel())]
         return AttentionMaps(
             objective="classification",
             source=source,

@@ -2,7 +2,7 @@
   - classification: TF-IDF of word uni- and bigrams + logistic regression (scikit-learn), C tuned on validation;
   - summarization: lead-k, the first k words of the source, k tuned on validation;
   - translation: copy-source, the source sentence as its own translation (names, numbers and punctuation).
-Each is scored by the same functions as the models (transformer.training.metrics), against the same references
+Each is scored by the same functions as the models (transformer.metrics), against the same references
 (for seq2seq the target plus the dataset's extra reference columns), so the figures compare side by side.
 """
 
@@ -15,11 +15,11 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from transformer.checkpoint import write_json
 from transformer.data import prepare_from_config
 from transformer.errors import ConfigError, UserError
+from transformer.metrics import classification_metrics, generation_metrics
 from transformer.schema import BaselineConfig, typed
-from transformer.training.checkpoint import write_json
-from transformer.training.metrics import classification_metrics, generation_metrics
 
 log = logging.getLogger(__name__)
 

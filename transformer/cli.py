@@ -111,10 +111,10 @@ def train_main() -> None:
     def train_job(cfg: DictConfig) -> float | None:
         """Returns the monitored metric, which sweepers (e.g. Optuna) optimize; a preempted run exits with 75."""
         # imported inside the job: --help, --cfg and composition errors answer without loading Lightning
+        from transformer.training import stages
         from transformer.training.preemption import PREEMPTED_EXIT_CODE
-        from transformer.training.train import train
 
-        metrics = train(cfg)
+        metrics = stages.run(cfg)
         if metrics.get("preempted"):
             raise SystemExit(PREEMPTED_EXIT_CODE)
         value = metrics.get(cfg.task.monitor)
@@ -125,7 +125,7 @@ def train_main() -> None:
 
 def evaluate_main() -> None:
     def evaluate_job(cfg: DictConfig) -> None:
-        from transformer.training.inference import evaluate  # inside the job, as in train_main
+        from transformer.inference import evaluate  # inside the job, as in train_main
 
         print(json.dumps(evaluate(cfg), indent=2, sort_keys=True))
 
@@ -134,7 +134,7 @@ def evaluate_main() -> None:
 
 def predict_main() -> None:
     def predict_job(cfg: DictConfig) -> None:
-        from transformer.training.inference import predict
+        from transformer.inference import predict
 
         lines = predict(cfg)  # interactive=true prints as it goes
         if not cfg.interactive:
@@ -145,7 +145,7 @@ def predict_main() -> None:
 
 def attend_main() -> None:
     def attend_job(cfg: DictConfig) -> None:
-        from transformer.training.inference import attend
+        from transformer.inference import attend
 
         print("\n".join(str(path) for path in attend(cfg)))
 

@@ -8,6 +8,7 @@ decode with less work. Hypotheses are returned without BOS and EOS.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,6 +105,18 @@ def mix_seed(*keys: int) -> int:
     """A 63-bit generator seed from integer keys (e.g. a request's seed and an input's index), well mixed, so
     nearby keys draw unrelated streams."""
     return int(np.random.SeedSequence([k & (2**63 - 1) for k in keys]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def sampling_seeds(
+    decoding: DecodingConfig | None, numbers: Iterable[int], default_seed: int | None = None
+) -> list[int] | None:
+    """One seed per input when sampling, mixed from decoding.seed (else `default_seed`) and the input's number (its
+    line, its place in a request), so that an input's samples depend on that seed and its number only, not on what
+    shares its batch. None when not sampling, or when neither seed is set (draws then come from torch's RNG)."""
+    if decoding is None or not decoding.sampling:
+        return None
+    seed = decoding.seed if decoding.seed is not None else default_seed
+    return None if seed is None else [mix_seed(seed, number) for number in numbers]
 
 
 class Sampler:

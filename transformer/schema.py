@@ -26,8 +26,8 @@ from transformer.data.config import DatasetConfig
 from transformer.data.noising import NoiseConfig
 from transformer.decoding import DecodingConfig
 from transformer.errors import ConfigError
-from transformer.training.metrics import GENERATION_METRICS
-from transformer.training.optim import OptimConfig
+from transformer.metrics import GENERATION_METRICS
+from transformer.optim import OptimConfig
 
 OBJECTIVES = ("classification", "seq2seq", "pretrain")
 CLASSIFICATION_METRICS = ("acc", "f1")

@@ -40,10 +40,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from transformer.decoding import DecodingConfig, mix_seed
+from transformer.decoding import DecodingConfig, sampling_seeds
 from transformer.errors import ConfigError, UserError
+from transformer.inference import Predictor
 from transformer.schema import ServeConfig, typed
-from transformer.training.inference import Predictor
 
 try:
     import uvicorn
@@ -116,7 +116,8 @@ def parse_request(body: bytes, config: ServeConfig, defaults: DecodingConfig | N
         raise RequestError(f'missing field "text": a request is {REQUEST_SHAPE}')
     texts, single = parse_texts(payload["text"], config)
     decoding = parse_decoding(payload.get("decoding"), config, defaults)
-    return Job(texts, single, decoding, sampling_seeds(decoding, len(texts)))
+    # a request without a seed gets a fresh one, so that its texts' draws are independent of each other
+    return Job(texts, single, decoding, sampling_seeds(decoding, range(len(texts)), random.getrandbits(63)))
 
 
 def parse_json(body: bytes) -> Any:
@@ -218,15 +219,6 @@ def check_limits(decoding: DecodingConfig, config: ServeConfig) -> None:
             f"decoding.length_penalty={decoding.length_penalty} is outside the server's range "
             f"[-{MAX_LENGTH_PENALTY:g}, {MAX_LENGTH_PENALTY:g}]"
         )
-
-
-def sampling_seeds(decoding: DecodingConfig | None, n: int) -> list[int] | None:
-    """Sampling: one seed per text, mixed from the request's seed (a fresh one when it sets none), so that a
-    text's samples depend on that seed and its place in the request only."""
-    if decoding is None or not decoding.sampling:
-        return None
-    seed = decoding.seed if decoding.seed is not None else random.getrandbits(63)
-    return [mix_seed(seed, i) for i in range(n)]
 
 
 # --- dynamic batching ---
@@ -407,7 +399,7 @@ def describe(predictor: Predictor, config: ServeConfig, stats: dict[str, int]) -
     decoding = predictor.decoding
     return {
         "checkpoint": str(predictor.path),
-        "task": predictor.artifacts["task"],
+        "task": predictor.artifacts.task,
         "objective": predictor.objective,
         "labels": predictor.label_names or None,  # None: a seq2seq model
         "max_source_tokens": predictor.max_source_len,  # longer inputs are truncated (their result says so)
@@ -444,7 +436,7 @@ def serve(cfg: DictConfig) -> None:
     log.info(
         "serving %s (%s) at %s (POST /predict, GET /health, GET /info)",
         predictor.path,
-        predictor.artifacts["task"],
+        predictor.artifacts.task,
         url,
     )
     uvicorn_config = uvicorn.Config(

@@ -1,4 +1,5 @@
-"""Length-bucketed batches under a token budget, and the collate functions that pad them.
+"""Batching, in one place for training and inference: length-bucketed batches under a token budget, the collate
+functions that pad them, and the DataLoaders over them (resumable mid-epoch for training).
 
 A batch of B examples whose longest has L tokens costs B * L padded tokens: that product is what fills the
 GPU, so `max_tokens` caps it (as fairseq does). Sorting by length before cutting keeps L close to every
@@ -16,7 +17,7 @@ import pyarrow.compute as pc
 import torch
 from datasets import Dataset
 from torch import Tensor
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 
 from transformer.errors import ConfigError
 
@@ -171,6 +172,134 @@ def collate_seq2seq(
         "tgt_out": pad_sequences([t + [eos_id] for t in tgt], pad_id),  # (B, T)
         "index": torch.tensor([ex["index"] for ex in examples], dtype=torch.long),  # (B,)
     }
+
+
+class Collate:
+    """Pads a list of prepared examples into the batch dict the LightningModules take.
+
+    classification: src (B, S), label (B,), index (B,); pretrain: src (B, S), index (B,), noised by the module
+    seq2seq: src (B, S), tgt_in = BOS + target (B, T), tgt_out = target + EOS (B, T), index (B,),
+             references: raw reference strings per example (for BLEU / ROUGE on detokenized text)
+    """
+
+    def __init__(self, objective: str, pad_id: int, bos_id: int, eos_id: int) -> None:
+        self.objective, self.pad_id, self.bos_id, self.eos_id = objective, pad_id, bos_id, eos_id
+
+    @classmethod
+    def of(cls, objective: str, tokenizer: Any) -> Collate:
+        """The collation of an objective's batches, with the (target) tokenizer's special ids."""
+        return cls(objective, tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id)
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        if self.objective in ("classification", "pretrain"):
+            if self.objective == "classification":
+                batch = collate_classification(examples, self.pad_id)
+            else:  # the clean text: the module corrupts it (training/pretrain.py)
+                batch = {"src": pad_sequences([ex["src_ids"] for ex in examples], self.pad_id)}
+            batch["index"] = torch.tensor([ex["index"] for ex in examples], dtype=torch.long)
+            return batch
+        batch = collate_seq2seq(examples, self.pad_id, self.bos_id, self.eos_id)
+        batch["references"] = [ex.get("references") or [ex["target"]] for ex in examples]
+        return batch
+
+
+class ResumableBatches(Sampler[list[int]]):
+    """Wraps a batch sampler so that an epoch can start after its first `skip` batches (mid-epoch resume)."""
+
+    def __init__(self, batches) -> None:
+        self.batches = batches
+        self.epoch, self._resume_epoch, self._skip = 0, -1, 0
+
+    @property
+    def sampler(self) -> ResumableBatches:
+        # Lightning calls set_epoch on `loader.batch_sampler.sampler`, not on the batch sampler itself
+        return self
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.batches.set_epoch(epoch)
+
+    def resume(self, epoch: int, skip: int) -> None:
+        self._resume_epoch, self._skip = epoch, skip
+
+    def skipped(self) -> int:
+        """Batches the current epoch leaves out (so consumed counts stay absolute)."""
+        return self._skip if self._resume_epoch == self.epoch else 0
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        skip = self.skipped()
+        self._resume_epoch = -1  # the skip applies to the resumed epoch only
+        for i, batch in enumerate(self.batches):
+            if i >= skip:
+                yield batch
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader whose position inside the epoch is saved in checkpoints and restored on resume.
+
+    Lightning stores `state_dict()` of loaders that have one. It does not fetch ahead from loaders with a
+    length, so the batches yielded so far are the batches training consumed.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._yielded = 0
+
+    def __iter__(self):
+        self._yielded = self.batch_sampler.skipped()
+        for batch in super().__iter__():
+            self._yielded += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.batch_sampler.epoch, "consumed": self._yielded}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.batch_sampler.resume(state["epoch"], state["consumed"])
+
+
+def make_loader(
+    dataset: Dataset,
+    collate: Collate,
+    max_tokens: int | None,
+    batch_size: int | None = None,
+    *,
+    train: bool = False,
+    lengths: np.ndarray | None = None,
+    seed: int = 0,
+    num_replicas: int = 1,
+    rank: int = 0,
+    num_workers: int = 0,
+) -> DataLoader:
+    """A DataLoader of token-budget batches: shuffled and resumable mid-epoch for training (train=True), in length
+    order for evaluation. `lengths`: example_lengths(dataset), when the caller keeps them."""
+    sampler = TokenBudgetBatchSampler(
+        example_lengths(dataset) if lengths is None else lengths,
+        max_tokens=max_tokens,
+        batch_size=batch_size,
+        shuffle=train,
+        seed=seed,
+        num_replicas=num_replicas,
+        rank=rank,
+    )
+    return (ResumableDataLoader if train else DataLoader)(
+        dataset,
+        batch_sampler=ResumableBatches(sampler) if train else sampler,
+        collate_fn=collate,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        # its own generator: creating an iterator must not draw from the global RNG that dropout uses,
+        # or a resumed run (which creates one more iterator) would diverge from the uninterrupted one
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def evaluation_loader(dataset: Dataset, objective: str, tokenizer: Any, max_tokens: int | None) -> DataLoader:
+    """The batches that evaluate a prepared split, in one process (scripts/evaluate.py)."""
+    return make_loader(dataset, Collate.of(objective, tokenizer), max_tokens)
 
 
 def padding_efficiency(batch: Mapping[str, Tensor] | Tensor | Sequence[int], pad_id: int = 0) -> float:

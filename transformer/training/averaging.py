@@ -15,8 +15,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+from transformer.checkpoint import CheckpointError, load_checkpoint, save_atomic
 from transformer.errors import ConfigError
-from transformer.training.checkpoint import CheckpointError, load_checkpoint, save_atomic
 from transformer.training.fsdp import load_full_state_dict, remove
 
 EPOCH_FILE = re.compile(r"^epoch(\d+)\.ckpt$")

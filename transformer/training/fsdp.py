@@ -44,7 +44,7 @@ class FSDPStrategy(ModelParallelStrategy):
         self._data_parallel_size = self.num_nodes * self.num_processes  # "auto" would be num_nodes
         super().setup_environment()
 
-    def shard(self, model: torch.nn.Module) -> None:
+    def shard_model(self, model: torch.nn.Module) -> None:
         """fully_shard each encoder/decoder block, then the model (embeddings, output layers). Idempotent: Lightning
         calls configure_model before fit, validate and test alike."""
         from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
@@ -79,13 +79,6 @@ class FSDPStrategy(ModelParallelStrategy):
             remove(path)
             tmp.rename(path)
         self.barrier("fsdp-save-done")
-
-
-def shard_module(module: pl.LightningModule) -> None:
-    """The LightningModules' configure_model: shards their `model` under FSDPStrategy, nothing otherwise."""
-    strategy = module.trainer.strategy
-    if isinstance(strategy, FSDPStrategy):
-        strategy.shard(module.model)
 
 
 def load_full_state_dict(module: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> None:

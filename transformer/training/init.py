@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from transformer.checkpoint import Artifacts, load_checkpoint, resolve_checkpoint
 from transformer.data import Tokenizer
 from transformer.errors import ConfigError
-from transformer.training.checkpoint import load_checkpoint, resolve_checkpoint, tokenizers
 
 log = logging.getLogger(__name__)
 
@@ -68,17 +68,16 @@ def open_init(path: str) -> tuple[Path, dict[str, Any]]:
     return resolved, load_checkpoint(resolved)
 
 
-def keeps_checkpoint_tokenizer(choice: str, checkpoint: dict[str, Any]) -> bool:
+def keeps_checkpoint_tokenizer(choice: str, artifacts: Artifacts) -> bool:
     if choice not in INIT_TOKENIZER_CHOICES:
         raise ConfigError(f"init_tokenizer={choice!r} is not one of {', '.join(INIT_TOKENIZER_CHOICES)}")
     if choice == "auto":
-        return checkpoint["transformer"]["objective"] in PRETRAINING_OBJECTIVES
+        return artifacts.objective in PRETRAINING_OBJECTIVES
     return choice == "checkpoint"
 
 
-def check_same_tokenizers(path: Path, checkpoint: dict[str, Any], src: Tokenizer, tgt: Tokenizer) -> None:
-    ckpt_src, ckpt_tgt = tokenizers(checkpoint["transformer"])
-    if ckpt_src != src or (checkpoint["transformer"]["objective"] == "seq2seq" and ckpt_tgt != tgt):
+def check_same_tokenizers(path: Path, artifacts: Artifacts, src: Tokenizer, tgt: Tokenizer) -> None:
+    if artifacts.src_tokenizer != src or (artifacts.objective == "seq2seq" and artifacts.tgt_tokenizer != tgt):
         raise ConfigError(
             f"init_from={path} was trained with another tokenizer than this run's, so its embeddings would read "
             f"the wrong tokens: pass init_tokenizer=checkpoint to encode this run's data with the checkpoint's"

@@ -1,4 +1,6 @@
-"""`pretrain_run=[...]`: a pretraining run that trains first, so that a pretrain-then-fine-tune recipe is one command.
+"""`run(cfg)`: what scripts/train.py runs. A plain run is train(cfg); with `pretrain_run=[...]` a pretraining run
+trains first, so that a pretrain-then-fine-tune recipe is one command. The stages are orchestrated here, above
+train(), which knows nothing of them.
 
 The overrides are composed with Hydra's compose API against the same train config (as if given on the command
 line of a second `train.py`), plus what the two runs share: the hardware group, paths.data_root, paths.cache_dir,
@@ -12,17 +14,36 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 from omegaconf import DictConfig, open_dict
 
 from transformer.errors import ConfigError
+from transformer.schema import typed
+from transformer.training.train import train
 
 log = logging.getLogger(__name__)
 
 STAGE_DIR = "pretrain"
+
+
+def run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, Any]:
+    """Train as configured, the pretraining stage first when pretrain_run is set; returns the run's metrics (a
+    preempted stage returns {"preempted": True, ...}: relaunch the same command to resume it)."""
+    if not cfg.get("pretrain_run"):
+        return train(cfg, callbacks)
+    typed(cfg)  # every check of the fine-tuning config, before the pretraining starts
+    if cfg.get("init_from"):
+        raise ConfigError("pretrain_run and init_from are both set: the pretraining run gives init_from, drop one")
+    init_from, pretrain = run_pretraining(cfg)
+    if init_from is None:  # preempted while pretraining
+        return pretrain
+    cfg.init_from = init_from  # the checkpoints' stored config says where the weights came from
+    return train(cfg, callbacks, extra={"pretrain": pretrain})
 
 
 def stage_overrides(cfg: DictConfig, output_dir: Path) -> list[str]:
@@ -86,8 +107,6 @@ def compose_stage(overrides: list[str]) -> DictConfig:
 def run_pretraining(cfg: DictConfig) -> tuple[str | None, dict[str, Any]]:
     """Train (or resume, or reuse) the pretraining run; returns (the checkpoint for init_from, its metrics).
     A preempted pretraining returns (None, {"preempted": True, ...})."""
-    from transformer.training.train import train
-
     output_dir = Path(cfg.paths.output_dir) / STAGE_DIR
     done = output_dir / "metrics.json"
     if done.is_file():

@@ -37,12 +37,12 @@ class TensorBoardViews(pl.Callback):
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         logger = tensorboard(trainer)
-        pretraining = pl_module.artifacts["objective"] == "pretrain"  # its metrics are the view
+        pretraining = pl_module.artifacts.objective == "pretrain"  # its metrics are the view
         if logger is None or trainer.sanity_checking or not trainer.is_global_zero or pretraining:
             return
         writer, step = logger.experiment, trainer.global_step
         outputs = getattr(pl_module, "last_validation", {})
-        classification = pl_module.artifacts["objective"] == "classification"
+        classification = pl_module.artifacts.objective == "classification"
         if classification and outputs:
             writer.add_figure("confusion_matrix", self.confusion(outputs, pl_module), step)
         if not classification and outputs:
@@ -77,7 +77,7 @@ class TensorBoardViews(pl.Callback):
     def confusion(self, outputs: dict[int, tuple], pl_module) -> Any:
         from torchmetrics.functional.classification import multiclass_confusion_matrix
 
-        names = pl_module.artifacts["label_names"] or [str(c) for c in range(pl_module.num_classes)]
+        names = pl_module.artifacts.label_names or [str(c) for c in range(pl_module.num_classes)]
         predicted = torch.tensor([outputs[i][0] for i in sorted(outputs)])
         target = torch.tensor([outputs[i][1] for i in sorted(outputs)])
         matrix = multiclass_confusion_matrix(predicted, target, len(names)).float()  # rows: true, cols: predicted

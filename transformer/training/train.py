@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,31 +21,29 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from transformer.config import ModelConfig
-from transformer.data import prepare_from_config
-from transformer.errors import ConfigError
-from transformer.flops import default_peak_flops
-from transformer.model import compile_blocks
-from transformer.schema import TrainConfig, build, typed
-from transformer.training.averaging import AverageLastEpochs
-from transformer.training.callbacks import RandomState, TokenThroughput, ValidationStep
-from transformer.training.checkpoint import (
+from transformer.checkpoint import (
+    Artifacts,
     AtomicCheckpointIO,
     check_resumable,
     find_resume_checkpoint,
     is_sharded,
-    make_artifacts,
-    tokenizers,
     write_json,
 )
+from transformer.config import ModelConfig
+from transformer.data import prepare_from_config
+from transformer.errors import ConfigError
+from transformer.flops import default_peak_flops
+from transformer.hardware import check_accelerator, resolve_precision
+from transformer.model import compile_blocks
+from transformer.objectives import build_module
+from transformer.schema import TrainConfig, typed
+from transformer.training.averaging import AverageLastEpochs
+from transformer.training.callbacks import RandomState, TokenThroughput, ValidationStep
 from transformer.training.datamodule import TextDataModule
 from transformer.training.fsdp import NAME as FSDP_NAME
 from transformer.training.fsdp import FSDPStrategy, GatherForEvaluation
-from transformer.training.hardware import check_accelerator, resolve_precision
 from transformer.training.init import check_same_tokenizers, initialize, keeps_checkpoint_tokenizer, open_init
-from transformer.training.modules import build_module
 from transformer.training.preemption import Preempted, PreemptionCheckpoint
-from transformer.training.stages import run_pretraining
 from transformer.training.tensorboard import log_hparams
 
 log = logging.getLogger(__name__)
@@ -54,15 +53,14 @@ def build_model_config(config: TrainConfig, prepared) -> ModelConfig:
     """The model config with the sizes that come from the data: vocabularies, padding id, number of classes."""
     src, tgt = prepared.src_tokenizer, prepared.tgt_tokenizer
     shared = src is tgt
-    values = OmegaConf.to_container(OmegaConf.structured(config.model))
-    values.update(
+    return replace(
+        config.model,
         vocab_size=src.vocab_size,
         target_vocab_size=None if shared else tgt.vocab_size,
         share_embeddings=config.model.share_embeddings and shared,
         pad_id=src.pad_id,
         num_classes=max(2, len(prepared.label_names or [])),
     )
-    return build(ModelConfig, values, "model")
 
 
 def relaunch_callbacks(config: TrainConfig) -> list[pl.Callback]:
@@ -153,43 +151,45 @@ def check_writable(directory: str | Path) -> None:
         ) from None
 
 
-def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, Any]:
-    """Train as configured; returns the metrics also written to <output_dir>/metrics.json.
+def train(
+    cfg: DictConfig, callbacks: Sequence[pl.Callback] = (), extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Train as configured; returns the metrics also written to <output_dir>/metrics.json (with `extra` added).
 
     `callbacks` are added to those of the config (for programs that drive training, such as benchmarks).
-    Everything a user can get wrong in the config is checked before any data is prepared.
+    Everything a user can get wrong in the config is checked before any data is prepared. A recipe with a
+    pretraining stage (pretrain_run) runs through training/stages.py, which calls this with init_from set.
     """
     start = time.perf_counter()
     config: TrainConfig = typed(cfg)
+    if config.pretrain_run and not config.init_from:
+        raise ConfigError(
+            "pretrain_run needs its pretraining stage first: run it with transformer.training.stages.run(cfg) "
+            "(what scripts/train.py does), not train(cfg)"
+        )
     check_accelerator(config.trainer)
     if config.ckpt_path:
         check_resumable(config.ckpt_path, config.task.name)
         check_strategy_reads(config.ckpt_path, config)
     check_writable(config.paths.output_dir)
-    extra: dict[str, Any] = {}
-    if config.pretrain_run:
-        if config.init_from:
-            raise ConfigError("pretrain_run and init_from are both set: the pretraining run gives init_from, drop one")
-        config.init_from, extra["pretrain"] = run_pretraining(cfg)
-        if config.init_from is None:  # preempted while pretraining: relaunch to resume it
-            return extra["pretrain"]
-        cfg.init_from = config.init_from  # the checkpoints' stored config says where the weights came from
-        start = time.perf_counter()  # `seconds`: this run's own
     pl.seed_everything(config.seed, workers=True)
     init = open_init(config.init_from) if config.init_from else None
-    keep = init is not None and keeps_checkpoint_tokenizer(config.init_tokenizer, init[1])
-    prepared = prepare_from_config(config, tokenizers(init[1]["transformer"]) if keep else None)
-    if init is not None and not keep:
-        check_same_tokenizers(init[0], init[1], prepared.src_tokenizer, prepared.tgt_tokenizer)
+    init_artifacts = Artifacts.of(init[1], init[0]) if init is not None else None
+    keep = init_artifacts is not None and keeps_checkpoint_tokenizer(config.init_tokenizer, init_artifacts)
+    prepared = prepare_from_config(
+        config, (init_artifacts.src_tokenizer, init_artifacts.tgt_tokenizer) if keep else None
+    )
+    if init_artifacts is not None and not keep:
+        check_same_tokenizers(init[0], init_artifacts, prepared.src_tokenizer, prepared.tgt_tokenizer)
     model_config = build_model_config(config, prepared)
-    artifacts = make_artifacts(
+    artifacts = Artifacts.new(
         OmegaConf.to_container(cfg, resolve=True),
-        model_config.to_dict(),
+        model_config,
         prepared.src_tokenizer,
         prepared.tgt_tokenizer,
         prepared.label_names,
     )
-    module = build_module(artifacts, model_config, config.optim, config.decoding, config.max_nonfinite_steps)
+    module = build_module(artifacts, config.optim, config.decoding, config.max_nonfinite_steps)
     if init is not None:
         log.info("%s", initialize(module.model, init[1], str(init[0])).summary())
         del init  # the checkpoint's tensors are copied
@@ -251,7 +251,7 @@ def fit_and_score(
             metrics["total_seconds"] = round(metrics["seconds"] + pretrain_seconds, 1)
     if trainer.is_global_zero:
         write_json(Path(config.paths.output_dir) / "metrics.json", metrics)
-    log_hparams(trainer, module.artifacts["config"], metrics)
+    log_hparams(trainer, module.artifacts.config, metrics)
     return metrics
 
 

@@ -1,5 +1,12 @@
-"""What the two LightningModules share, written once: optimizer setup, the checkpoint artifacts, the guard against
-non-finite losses, and the normalization of the loss by the optimizer step's size."""
+"""`TransformerModule`: what every objective's LightningModule shares, written once. It owns the training step's
+plumbing (the loss normalized by the optimizer step's size, the guard against non-finite losses, the optimizer and
+its schedule), the checkpoint artifacts, the sharding hook, and the wiring of validation and test; an objective
+(objectives/classification.py, seq2seq.py, pretrain.py) adds only its model, loss and metrics:
+
+    step_loss(batch)                       -> (summed loss, its size in tokens or examples, batch size)
+    evaluate_batch(batch, batch_idx, stage)   one validation/test batch (stage: val | test)
+    log_metrics(stage)                        the split's metrics, at the end of validation/test
+"""
 
 from __future__ import annotations
 
@@ -10,8 +17,9 @@ import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 
+from transformer.checkpoint import Artifacts
 from transformer.errors import UserError
-from transformer.training.optim import build_optimizer, total_training_steps
+from transformer.optim import OptimConfig, build_optimizer, total_training_steps
 
 log = logging.getLogger(__name__)
 
@@ -20,13 +28,73 @@ class NonFiniteLossError(UserError):
     """The loss stayed NaN/inf for too many steps in a row."""
 
 
-def configure_optimizers(module: pl.LightningModule) -> dict[str, Any]:
-    optimizer, scheduler = build_optimizer(module.model, module.optim, total_training_steps(module.trainer))
-    return {"optimizer": optimizer, "lr_scheduler": scheduler}
+class TransformerModule(pl.LightningModule):
+    """The shared steps of the objectives' LightningModules (see the module docstring for what each adds)."""
 
+    def __init__(self, artifacts: Artifacts, optim: OptimConfig, max_nonfinite_steps: int = 10) -> None:
+        super().__init__()
+        self.artifacts = artifacts  # configs, tokenizers and labels, stored in every checkpoint
+        self.optim = optim
+        self.guard = NonFiniteGuard(max_nonfinite_steps)
+        self.step_size = StepNormalizer()
+        self._outputs: list[tuple] = []  # this validation's (or test's) per-example outputs, from evaluate_batch
+        self.predictions: list[tuple] = []  # the last test's outputs, by example index
+        self.last_validation: dict[int, tuple] = {}  # the latest validation's outputs, by example index
 
-def save_artifacts(module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
-    checkpoint["transformer"] = module.artifacts  # tokenizers, configs and labels: see training/checkpoint.py
+    def step_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | int, int]:
+        """(the micro-batch's summed loss, the number of tokens or examples it sums over, its batch size)."""
+        raise NotImplementedError
+
+    def evaluate_batch(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
+        raise NotImplementedError
+
+    def log_metrics(self, stage: str) -> None:
+        raise NotImplementedError
+
+    def training_step(self, batch, batch_idx):
+        """The summed loss, logged as a mean, skipped when not finite (NonFiniteGuard), counted for the step's
+        normalization (StepNormalizer divides by the optimizer step's tokens or examples)."""
+        summed, size, batch_size = self.step_loss(batch)
+        self.log("train/loss", summed.detach() / max(int(size), 1), prog_bar=True, batch_size=batch_size)
+        loss = self.guard(self, summed)
+        if loss is not None:
+            self.step_size.add(size)
+        return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        self.step_size.apply(self)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer, scheduler = build_optimizer(self.model, self.optim, total_training_steps(self.trainer))
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def configure_model(self) -> None:
+        # hardware=fsdp: the strategy (training/fsdp.py) shards the model block by block; other strategies have no
+        # shard_model. Asked of the strategy, so that the objectives do not import the training layer above them.
+        shard_model = getattr(self.trainer.strategy, "shard_model", None)
+        if shard_model is not None:
+            shard_model(self.model)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.artifacts.store(checkpoint)
+
+    def on_validation_epoch_start(self) -> None:
+        self._outputs = []
+
+    def validation_step(self, batch, batch_idx):
+        self.evaluate_batch(batch, batch_idx, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_metrics("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._outputs = []
+
+    def test_step(self, batch, batch_idx):
+        self.evaluate_batch(batch, batch_idx, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self.log_metrics("test")
 
 
 class NonFiniteGuard:
@@ -61,16 +129,6 @@ class NonFiniteGuard:
                 f"use precision=32-true"
             )
         return None
-
-
-def training_loss(module: pl.LightningModule, summed: torch.Tensor, size: torch.Tensor | int, batch_size: int):
-    """What training_step returns for a micro-batch's summed loss over `size` tokens (or examples): logged as a
-    mean, skipped when not finite (NonFiniteGuard), counted for the step's normalization (StepNormalizer)."""
-    module.log("train/loss", summed.detach() / max(int(size), 1), prog_bar=True, batch_size=batch_size)
-    loss = module.guard(module, summed)
-    if loss is not None:
-        module.step_size.add(size)
-    return loss
 
 
 class StepNormalizer:

@@ -1,18 +1,21 @@
-"""The checkpoint format: what a checkpoint holds, and saving, loading, finding and inspecting checkpoints.
+"""The checkpoint format, owned here: what a checkpoint holds, and saving, loading, finding and resolving checkpoints.
 
 A checkpoint is Lightning's dict (state_dict, and for a full checkpoint optimizer_states, lr_schedulers, loops,
-callbacks) plus our `transformer` entry, the artifacts that make it self-contained:
+callbacks) plus our `transformer` entry: the `Artifacts` that make it self-contained (the configs, the tokenizers,
+the labels and the limits the model was trained with). Every other module reads them through `Artifacts.of(...)`,
+by typed field; this module alone knows how they are stored.
 
-    format          CHECKPOINT_FORMAT
-    objective       classification | seq2seq
+Stored, the artifacts are plain values (`Artifacts.to_dict`), so checkpoints load with
+torch.load(weights_only=True): no pickled code runs.
+
+    format          FORMAT (1 and 2 still load; 3 stores max_source_len)
+    objective       classification | seq2seq | pretrain
     task            the task name (sentiment, translation, ...)
     config          the resolved training config (a plain dict)
-    model_config    ModelConfig.to_dict()
+    model_config    the ModelConfig's fields
     src_tokenizer   the SentencePiece model's bytes; tgt_tokenizer: the target one, or None when shared
     label_names     classification labels, in id order
-
-Everything is a tensor or a plain Python value, so checkpoints load with torch.load(weights_only=True): no
-pickled code runs.
+    max_source_len  the longest source the model reads (the dataset's limit, capped by the model's positions)
 
 A sharded checkpoint (hardware=fsdp, training/fsdp.py) is a directory `<name>.ckpt/` of torch.distributed.checkpoint
 shards (state_dict, optimizer_0) and `meta.pt` (everything else). load_checkpoint gathers it into the same dict
@@ -21,22 +24,31 @@ as a file's, so evaluation, prediction and averaging take either kind.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
 import pickle
+import sys
 import zipfile
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from transformer.data import Tokenizer
+from transformer.config import ModelConfig
+from transformer.data import DatasetConfig, Tokenizer
+from transformer.data.noising import NoiseConfig
+from transformer.decoding import DecodingConfig
 from transformer.errors import UserError
+from transformer.optim import OptimConfig
+from transformer.schema import build
 
-CHECKPOINT_FORMAT = 2  # 2: task metrics moved from config.decoding.metrics to config.task.metrics
-READABLE_FORMATS = (1, 2)
+FORMAT = 3  # 2: task metrics moved from config.decoding.metrics to config.task.metrics; 3: max_source_len stored
+READABLE_FORMATS = (1, 2, 3)
+KEY = "transformer"  # our entry in Lightning's checkpoint dict
 FULL_KEYS = ("optimizer_states", "lr_schedulers", "loops")  # what resuming needs beyond the weights
 SHARDED_META = "meta.pt"  # Lightning's name for a sharded checkpoint's non-tensor part
 RUN_DIR_CHOICES = ("averaged", "best", "last")
@@ -49,6 +61,129 @@ class CheckpointError(UserError):
     """A checkpoint that is missing, unreadable, or not of the expected kind."""
 
 
+@dataclass
+class Artifacts:
+    """What a checkpoint holds besides the tensors: everything needed to rebuild, run and score the model."""
+
+    objective: str  # classification | seq2seq | pretrain
+    task: str
+    config: dict[str, Any]  # the resolved training config, as composed (typed views below)
+    model: ModelConfig
+    src_tokenizer: Tokenizer
+    tgt_tokenizer: Tokenizer  # the same object as src_tokenizer when source and target share one vocabulary
+    label_names: list[str] = field(default_factory=list)
+    max_source_len: int = 0  # 0: derived from the config (source_limit)
+    format: int = FORMAT
+
+    def __post_init__(self) -> None:
+        if not self.max_source_len:
+            self.max_source_len = source_limit(self.config, self.model)
+
+    @classmethod
+    def new(
+        cls, config: dict[str, Any], model: ModelConfig, src: Tokenizer, tgt: Tokenizer, labels: list[str] | None
+    ) -> Artifacts:
+        """The artifacts of a training run, from its resolved config (a plain dict)."""
+        task = config["task"]
+        return cls(task["objective"], task["name"], config, model, src, tgt, list(labels or []))
+
+    @classmethod
+    def of(cls, checkpoint: dict[str, Any], path: str | Path = "the checkpoint") -> Artifacts:
+        """The artifacts of a checkpoint loaded by load_checkpoint."""
+        return cls.from_dict(checkpoint[KEY], path)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], path: str | Path = "the checkpoint") -> Artifacts:
+        """Stored values (any readable format) as Artifacts."""
+        values = dict(values)
+        config = copy.deepcopy(values["config"])
+        if values["format"] == 1:  # task metrics lived in the decoding config
+            metrics = config.get("decoding", {}).pop("metrics", None)
+            default = ["acc", "f1"] if values["objective"] != "seq2seq" else []
+            config["task"].setdefault("metrics", metrics or default)
+        known = {f.name for f in fields(ModelConfig)}
+        unknown = sorted(set(values["model_config"]) - known)
+        if unknown:
+            raise CheckpointError(f"{path} has model settings this version does not know ({unknown}): upgrade")
+        src = Tokenizer.from_bytes(values["src_tokenizer"])
+        tgt = src if values["tgt_tokenizer"] is None else Tokenizer.from_bytes(values["tgt_tokenizer"])
+        return cls(
+            objective=values["objective"],
+            task=values["task"],
+            config=config,
+            model=ModelConfig(**values["model_config"]),
+            src_tokenizer=src,
+            tgt_tokenizer=tgt,
+            label_names=list(values.get("label_names") or []),
+            max_source_len=values.get("max_source_len") or 0,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored form: plain values and bytes only (weights_only loading)."""
+        return {
+            "format": FORMAT,
+            "objective": self.objective,
+            "task": self.task,
+            "config": self.config,
+            "model_config": asdict(self.model),
+            "src_tokenizer": self.src_tokenizer.to_bytes(),
+            "tgt_tokenizer": None if self.shared_tokenizer else self.tgt_tokenizer.to_bytes(),
+            "label_names": list(self.label_names),
+            "max_source_len": self.max_source_len,
+        }
+
+    def store(self, checkpoint: dict[str, Any]) -> None:
+        """Put the artifacts into a Lightning checkpoint dict (LightningModule.on_save_checkpoint)."""
+        checkpoint[KEY] = self.to_dict()
+
+    @property
+    def shared_tokenizer(self) -> bool:
+        return self.tgt_tokenizer is self.src_tokenizer
+
+    def same_data(self, other: Artifacts) -> bool:
+        """Whether both read and write the same tokens and labels (ensembles, init_from)."""
+        return (
+            self.objective == other.objective
+            and self.src_tokenizer == other.src_tokenizer
+            and self.tgt_tokenizer == other.tgt_tokenizer
+            and self.label_names == other.label_names
+        )
+
+    # typed views of the stored training config
+
+    @property
+    def metrics(self) -> list[str]:
+        return list(self.config["task"]["metrics"])
+
+    @property
+    def seed(self) -> int:
+        return self.config.get("seed", 0)
+
+    @property
+    def dataset(self) -> DatasetConfig:
+        return build(DatasetConfig, self.config["dataset"], "the checkpoint's dataset")
+
+    @property
+    def optim(self) -> OptimConfig:
+        return build(OptimConfig, self.config["optim"], "the checkpoint's optim")
+
+    @property
+    def noise(self) -> NoiseConfig:
+        return build(NoiseConfig, self.config.get("noise") or {}, "the checkpoint's noise")
+
+    def decoding(self, overrides: dict[str, Any] | None = None) -> DecodingConfig:
+        """The run's decoding settings, with `overrides` (None values keep the run's setting)."""
+        values = dict(self.config.get("decoding") or {})
+        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        return build(DecodingConfig, values, "decoding")
+
+
+def source_limit(config: dict[str, Any], model: ModelConfig) -> int:
+    """The longest source the model reads: the dataset's max_source_len, never beyond the model's positions."""
+    wanted = (config.get("dataset") or {}).get("max_source_len") or model.max_positions
+    return min(wanted, model.max_positions)
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer, but through a temporary file and a rename: a kill during the write (a
     preempted job, an out-of-memory kill) never leaves a truncated checkpoint under the final name."""
@@ -58,22 +193,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         super().save_checkpoint(checkpoint, tmp, storage_options)
         tmp.replace(path)
-
-
-def make_artifacts(
-    config: dict[str, Any], model_config: dict[str, Any], src: Tokenizer, tgt: Tokenizer, labels: list[str] | None
-) -> dict[str, Any]:
-    """The `transformer` entry of every checkpoint a training run writes."""
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "objective": config["task"]["objective"],
-        "task": config["task"]["name"],
-        "config": config,
-        "model_config": model_config,
-        "src_tokenizer": src.to_bytes(),
-        "tgt_tokenizer": None if src is tgt else tgt.to_bytes(),
-        "label_names": list(labels or []),
-    }
 
 
 def is_sharded(path: str | Path) -> bool:
@@ -99,14 +218,9 @@ def load_checkpoint(path: str | Path, objective: str | None = None, tensors: boo
         raise CheckpointError(
             f"checkpoint {path} is corrupt or truncated ({reason[:120]}): copy it again or use another one"
         ) from None
-    artifacts = checkpoint.get("transformer") if isinstance(checkpoint, dict) else None
+    artifacts = checkpoint.get(KEY) if isinstance(checkpoint, dict) else None
     if not isinstance(artifacts, dict) or artifacts.get("format") not in READABLE_FORMATS:
         raise CheckpointError(f"{path} is not a checkpoint written by this framework's scripts/train.py")
-    if artifacts["format"] == 1:  # task metrics lived in the decoding config
-        config = artifacts["config"]
-        metrics = config.get("decoding", {}).pop("metrics", None)
-        config["task"].setdefault("metrics", metrics or (["acc", "f1"] if artifacts["objective"] != "seq2seq" else []))
-        artifacts["format"] = CHECKPOINT_FORMAT
     if objective is not None and artifacts["objective"] != objective:
         raise CheckpointError(
             f"{path} is a {artifacts['task']} ({artifacts['objective']}) checkpoint, but this needs a "
@@ -144,7 +258,7 @@ def check_resumable(path: str | Path, task: str, checkpoint: dict[str, Any] | No
     """`ckpt_path=` must be a full checkpoint of this framework and of the same task; checked before any work.
     `checkpoint`: the file's content when it is already loaded."""
     checkpoint = checkpoint if checkpoint is not None else load_checkpoint(path, tensors=False)
-    artifacts = checkpoint["transformer"]
+    artifacts = checkpoint[KEY]
     if not is_full(checkpoint):
         raise CheckpointError(
             f"ckpt_path={path} holds weights only (no optimizer or loop state), so training cannot resume from it: "
@@ -183,6 +297,14 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, str]:
     )
 
 
+def open_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """Load a checkpoint file, or the one a run directory stands for (saying which on stderr)."""
+    resolved, choice = resolve_checkpoint(path)
+    if choice != "file":
+        print(f"using {resolved} (the run's {choice} checkpoint)", file=sys.stderr)
+    return resolved, load_checkpoint(resolved)
+
+
 def find_resume_checkpoint(run_dir: str | Path, task: str) -> Path | None:
     """The newest full checkpoint under <run_dir>/checkpoints (last, step, top-k or preemption ones), or None.
 
@@ -206,12 +328,6 @@ def find_resume_checkpoint(run_dir: str | Path, task: str) -> Path | None:
     return None
 
 
-def tokenizers(artifacts: dict[str, Any]) -> tuple[Tokenizer, Tokenizer]:
-    src = Tokenizer.from_bytes(artifacts["src_tokenizer"])
-    tgt = src if artifacts["tgt_tokenizer"] is None else Tokenizer.from_bytes(artifacts["tgt_tokenizer"])
-    return src, tgt
-
-
 def save_atomic(obj: Any, path: str | Path) -> None:
     """torch.save to a temporary file, then rename: a kill during the write never leaves a truncated file."""
     path = Path(path)
@@ -227,20 +343,3 @@ def write_json(path: str | Path, values: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
     tmp.replace(path)
-
-
-def describe(path: str | Path) -> dict[str, Any]:
-    """What a checkpoint holds, without building the model: task, sizes, step, and whether it can resume."""
-    checkpoint = load_checkpoint(path)
-    artifacts = checkpoint["transformer"]
-    return {
-        "task": artifacts["task"],
-        "objective": artifacts["objective"],
-        "dataset": artifacts["config"].get("dataset", {}).get("name"),
-        "model": artifacts["model_config"],
-        "parameters": sum(t.numel() for t in checkpoint["state_dict"].values() if t.is_floating_point()),
-        "global_step": checkpoint.get("global_step"),
-        "epoch": checkpoint.get("epoch"),
-        "resumable": is_full(checkpoint),
-        "averaged_from": checkpoint.get("averaged_from"),
-    }

@@ -1,5 +1,6 @@
-"""evaluate(cfg) and predict(cfg): a checkpoint (or a run directory) on a split or on input lines, from the .ckpt
-file alone (training/checkpoint.py owns the format)."""
+"""Inference from a checkpoint (or a run directory), from the .ckpt file alone (checkpoint.py owns the format):
+evaluate(cfg) on a split, predict(cfg) on input lines, the `Predictor` that predict and the server share, and
+attend(cfg)'s model runs (the figures are attend_report.py's)."""
 
 from __future__ import annotations
 
@@ -13,28 +14,18 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader
 
-from transformer.data import DatasetConfig, TokenBudgetBatchSampler, Tokenizer, encode_split, example_lengths
-from transformer.data.batching import pad_sequences
-from transformer.decoding import DecodingConfig, generate, mix_seed
+from transformer.checkpoint import Artifacts, CheckpointError, open_checkpoint, write_json
+from transformer.data import encode_split
+from transformer.data.batching import evaluation_loader, pad_sequences
+from transformer.decoding import DecodingConfig, generate, sampling_seeds
 from transformer.ensemble import ensemble
 from transformer.errors import UserError
-from transformer.schema import DATASET_OBJECTIVE, AttendConfig, EvaluateConfig, PredictConfig, build, typed
-from transformer.training.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint, tokenizers, write_json
-from transformer.training.datamodule import Collate
-from transformer.training.hardware import check_accelerator, resolve_precision
-from transformer.training.modules import restore_module
+from transformer.hardware import check_accelerator, resolve_precision
+from transformer.objectives import restore_module
+from transformer.schema import DATASET_OBJECTIVE, AttendConfig, EvaluateConfig, PredictConfig, typed
 
 log = logging.getLogger(__name__)
-
-
-def open_checkpoint(path: str) -> tuple[Path, dict[str, Any]]:
-    """Load a checkpoint file, or the one a run directory stands for (saying which on stderr)."""
-    resolved, choice = resolve_checkpoint(path)
-    if choice != "file":
-        print(f"using {resolved} (the run's {choice} checkpoint)", file=sys.stderr)
-    return resolved, load_checkpoint(resolved)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -47,22 +38,22 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise UserError("ckpt=[] names no checkpoint: pass ckpt=<file or run dir> or ckpt=[a.ckpt,b.ckpt]")
     opened = [open_checkpoint(str(p)) for p in paths]
     path, checkpoint = opened[0]
-    check_ensemble(opened)
-    artifacts = checkpoint["transformer"]
-    dataset = config.dataset or typed_dataset(artifacts["config"]["dataset"])
-    if dataset.objective != DATASET_OBJECTIVE[artifacts["objective"]]:
+    artifacts = Artifacts.of(checkpoint, path)
+    check_ensemble([(p, Artifacts.of(c, p)) for p, c in opened])
+    dataset = config.dataset or artifacts.dataset
+    if dataset.objective != DATASET_OBJECTIVE[artifacts.objective]:
         raise CheckpointError(
-            f"{path} is a {artifacts['task']} ({artifacts['objective']}) checkpoint, but dataset "
+            f"{path} is a {artifacts.task} ({artifacts.objective}) checkpoint, but dataset "
             f"{dataset.name!r} is {dataset.objective}: pass a matching dataset= or checkpoint"
         )
     module = restore_module(checkpoint, config.decoding)
-    if len(opened) > 1 and artifacts["objective"] == "pretrain":
+    if len(opened) > 1 and artifacts.objective == "pretrain":
         raise UserError("pretraining checkpoints do not form ensembles: fine-tune them first (init_from=...)")
     if len(opened) > 1:  # the first member's module (decoding settings, metrics) runs the ensemble
         module.model = ensemble([module.model] + [restore_module(c, config.decoding).model for _, c in opened[1:]])
-    src_tok, tgt_tok = tokenizers(artifacts)
-    split = encode_split(dataset, config.paths.data_root, config.split, src_tok, tgt_tok, artifacts["label_names"])
-    loader = evaluation_loader(split, artifacts["objective"], tgt_tok, config.batching.eval_max_tokens)
+    src_tok, tgt_tok = artifacts.src_tokenizer, artifacts.tgt_tokenizer
+    split = encode_split(dataset, config.paths.data_root, config.split, src_tok, tgt_tok, artifacts.label_names)
+    loader = evaluation_loader(split, artifacts.objective, tgt_tok, config.batching.eval_max_tokens)
 
     trainer_kwargs = {"accelerator": "auto", "devices": 1, **config.trainer}
     trainer = pl.Trainer(
@@ -78,49 +69,36 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(config.output_dir) if config.output_dir else path.resolve().parent
     prefix = "ensemble_" if len(opened) > 1 else ""  # an ensemble's files never replace its first member's
     write_json(out_dir / f"{prefix}metrics_{config.split}.json", metrics)
-    if artifacts["objective"] != "pretrain":  # pretraining predicts masked tokens, not outputs to keep
+    if artifacts.objective != "pretrain":  # pretraining predicts masked tokens, not outputs to keep
         lines = prediction_lines(module, artifacts)
         (out_dir / f"{prefix}predictions_{config.split}.txt").write_text("".join(line + "\n" for line in lines))
     return metrics
 
 
-def check_fine_tuned(path: Path, artifacts: dict[str, Any]) -> None:
+def check_fine_tuned(path: Path, artifacts: Artifacts) -> None:
     """predict and attend need a model with outputs: a pretraining checkpoint has none yet."""
-    if artifacts["objective"] == "pretrain":
+    if artifacts.objective == "pretrain":
         raise UserError(
             f"{path} is a pretraining checkpoint, which predicts masked tokens only: fine-tune it on a task first "
             f"(scripts/train.py task=<task> init_from={path}), or score it with scripts/evaluate.py"
         )
 
 
-def check_ensemble(opened: list[tuple[Path, dict[str, Any]]]) -> None:
+def check_ensemble(members: list[tuple[Path, Artifacts]]) -> None:
     """The members of an ensemble must read and write the same tokens and labels."""
-    first_path, first = opened[0]
-    reference = first["transformer"]
-    for path, checkpoint in opened[1:]:
-        artifacts = checkpoint["transformer"]
-        same = all(artifacts[key] == reference[key] for key in ("objective", "src_tokenizer", "tgt_tokenizer"))
-        if not same or artifacts["label_names"] != reference["label_names"]:
+    first_path, first = members[0]
+    for path, artifacts in members[1:]:
+        if not artifacts.same_data(first):
             raise CheckpointError(
                 f"{path} and {first_path} do not share their task, tokenizer and labels, so they cannot form an "
                 f"ensemble: ensemble checkpoints trained on the same prepared data"
             )
 
 
-def typed_dataset(values: dict[str, Any]) -> DatasetConfig:
-    return build(DatasetConfig, values, "the checkpoint's dataset")
-
-
-def evaluation_loader(split, objective: str, tokenizer: Tokenizer, max_tokens: int):
-    sampler = TokenBudgetBatchSampler(example_lengths(split), max_tokens=max_tokens, shuffle=False)
-    collate = Collate(objective, tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id)
-    return DataLoader(split, batch_sampler=sampler, collate_fn=collate)
-
-
-def prediction_lines(module, artifacts: dict[str, Any]) -> list[str]:
+def prediction_lines(module, artifacts: Artifacts) -> list[str]:
     """Predictions of the last test run, in example order."""
-    if artifacts["objective"] == "classification":
-        names = artifacts["label_names"]
+    if artifacts.objective == "classification":
+        names = artifacts.label_names
         return [f"{names[label]}\t{prob:.4f}" for _, label, prob in sorted(module.predictions)]
     return [text for _, text in sorted(module.predictions)]
 
@@ -135,15 +113,13 @@ class Predictor:
 
     def __init__(self, ckpt: str, decoding: dict[str, Any] | None = None) -> None:
         self.path, checkpoint = open_checkpoint(ckpt)
-        self.artifacts = checkpoint["transformer"]
+        self.artifacts = Artifacts.of(checkpoint, self.path)
         check_fine_tuned(self.path, self.artifacts)
         self.module = restore_module(checkpoint, decoding)
-        self.objective: str = self.artifacts["objective"]
-        self.label_names: list[str] | None = self.artifacts["label_names"]
-        self.src_tokenizer, self.tgt_tokenizer = tokenizers(self.artifacts)
-        model_config = self.module.model.config
-        max_source_len = self.artifacts["config"]["dataset"].get("max_source_len") or model_config.max_positions
-        self.max_source_len: int = min(max_source_len, model_config.max_positions)
+        self.objective: str = self.artifacts.objective
+        self.label_names: list[str] = self.artifacts.label_names
+        self.src_tokenizer, self.tgt_tokenizer = self.artifacts.src_tokenizer, self.artifacts.tgt_tokenizer
+        self.max_source_len: int = self.artifacts.max_source_len
         self.decoding: DecodingConfig | None = getattr(self.module, "decoding", None)  # seq2seq only
 
     def encode(self, texts: list[str]) -> list[list[int]]:
@@ -208,21 +184,12 @@ def predict(cfg: DictConfig, stdin: Iterable[str] | None = None) -> list[str]:
     answers: dict[int, list[str]] = {}
     for start in range(0, len(todo), config.batch_size):
         rows = todo[start : start + config.batch_size]
-        results = predictor([texts[i] for i in rows], seeds=sampling_seeds(predictor, rows))
+        results = predictor([texts[i] for i in rows], seeds=sampling_seeds(predictor.decoding, rows))
         for i, result in zip(rows, results, strict=True):
             answers[i] = predictor.lines(result, i)
     for i in range(len(texts)):
         outputs += answers.get(i, [""])
     return outputs
-
-
-def sampling_seeds(predictor: Predictor, numbers: list[int]) -> list[int] | None:
-    """One seed for each of these input line numbers when sampling with decoding.seed set: a line's samples then
-    depend on the seed and its line number only, not on batch_size."""
-    d = predictor.decoding
-    if d is None or not d.sampling or d.seed is None:
-        return None
-    return [mix_seed(d.seed, number) for number in numbers]
 
 
 def interact(predictor: Predictor, lines: Iterable[str]) -> None:
@@ -238,7 +205,7 @@ def interact(predictor: Predictor, lines: Iterable[str]) -> None:
         if line is None:
             break
         text = line.rstrip("\n")
-        seeds = sampling_seeds(predictor, [number])
+        seeds = sampling_seeds(predictor.decoding, [number])
         answer = predictor.lines(predictor([text], seeds=seeds)[0], number) if text.strip() else [""]
         print("\n".join(answer), flush=True)
 
@@ -266,16 +233,16 @@ def attend(cfg: DictConfig, stdin: Iterable[str] | None = None) -> list[Path]:
     if not texts:
         raise UserError('no input text: pass text="...", input=<file> or lines on standard input')
     path, checkpoint = open_checkpoint(config.ckpt)
-    artifacts = checkpoint["transformer"]
+    artifacts = Artifacts.of(checkpoint, path)
     check_fine_tuned(path, artifacts)
-    if config.target is not None and (artifacts["objective"] != "seq2seq" or len(texts) != 1):
+    if config.target is not None and (artifacts.objective != "seq2seq" or len(texts) != 1):
         raise UserError(
             "target= force-decodes one given output: use it with one text= and a translation or summarization "
             "checkpoint"
         )
     module = restore_module(checkpoint, config.decoding)
-    if artifacts["objective"] == "seq2seq":
-        layers = module.model.config.n_decoder_layers
+    if artifacts.objective == "seq2seq":
+        layers = artifacts.model.n_decoder_layers
         if config.alignment_layer is not None and not -layers <= config.alignment_layer < layers:
             raise UserError(
                 f"alignment_layer={config.alignment_layer} does not exist: the decoder has {layers} layers "

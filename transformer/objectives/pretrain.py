@@ -12,49 +12,32 @@ import math
 import warnings
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from torchmetrics.aggregation import MeanMetric
 
-from transformer.config import ModelConfig
+from transformer.checkpoint import Artifacts
 from transformer.data.batching import collate_seq2seq, pad_sequences
 from transformer.data.noising import IGNORE, NoiseConfig, Vocabulary, denoise, example_rng, mask_tokens
 from transformer.model import EncoderDecoder, MaskedLM
-from transformer.training.common import (
-    NonFiniteGuard,
-    StepNormalizer,
-    configure_optimizers,
-    save_artifacts,
-    training_loss,
-)
-from transformer.training.fsdp import shard_module
-from transformer.training.optim import OptimConfig
+from transformer.objectives.base import TransformerModule
+from transformer.optim import OptimConfig
 
 # Lightning warns whenever a module corrupts batches in on_before_batch_transfer while a datamodule feeds it; here
 # that is the design (the datamodule serves clean text to every task), so the warning would only be noise.
 warnings.filterwarnings("ignore", message="You have overridden `on_before_batch_transfer`")
 
 
-class PretrainModule(pl.LightningModule):
+class PretrainModule(TransformerModule):
     def __init__(
-        self,
-        model_config: ModelConfig,
-        optim: OptimConfig,
-        noise: NoiseConfig,
-        tokenizer,
-        artifacts: dict[str, Any],
-        seed: int = 0,
-        max_nonfinite_steps: int = 10,
+        self, artifacts: Artifacts, optim: OptimConfig, noise: NoiseConfig, max_nonfinite_steps: int = 10
     ) -> None:
-        super().__init__()
+        super().__init__(artifacts, optim, max_nonfinite_steps)
+        model_config, tokenizer = artifacts.model, artifacts.tgt_tokenizer
         self.objective = model_config.pretrain_objective
         self.model = MaskedLM(model_config) if self.objective == "mlm" else EncoderDecoder(model_config)
-        self.optim, self.noise, self.seed = optim, noise, seed
+        self.noise, self.seed = noise, artifacts.seed
         self.vocab = Vocabulary.of(tokenizer)
         self.pad_id, self.bos_id, self.eos_id = tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id
-        self.artifacts = artifacts
-        self.guard = NonFiniteGuard(max_nonfinite_steps)
-        self.step_size = StepNormalizer()
         self.eval_loss, self.eval_acc = MeanMetric(), MeanMetric()  # token-weighted, synced across ranks
 
     def corrupt(self, batch: dict[str, Any], epoch: int) -> dict[str, Any]:
@@ -93,44 +76,20 @@ class PretrainModule(pl.LightningModule):
         loss = torch.nn.functional.cross_entropy(logits, target, label_smoothing=smoothing, reduction=reduction)
         return loss, logits.argmax(-1), target
 
-    def training_step(self, batch, batch_idx):
+    def step_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, int, int]:
         loss, _, target = self._loss(batch, self.optim.label_smoothing, "sum")
-        return training_loss(self, loss, target.numel(), batch["src"].size(0))  # divided by the step's tokens
+        return loss, target.numel(), batch["src"].size(0)  # summed: divided by the step's tokens
 
-    def on_before_optimizer_step(self, optimizer) -> None:
-        self.step_size.apply(self)
-
-    def _evaluate(self, batch) -> None:
+    def evaluate_batch(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
         loss, predicted, target = self._loss(batch, 0.0, "mean")
         n = target.numel()
         if n:
             self.eval_loss.update(loss.detach(), n)
             self.eval_acc.update(predicted.eq(target).float().mean(), n)
 
-    def _log_metrics(self, stage: str) -> None:
+    def log_metrics(self, stage: str) -> None:
         loss, acc = float(self.eval_loss.compute()), float(self.eval_acc.compute())
         self.eval_loss.reset()
         self.eval_acc.reset()
         ppl = math.exp(min(loss, 50.0))  # capped: an untrained model's exp(loss) would overflow the log
         self.log_dict({f"{stage}/loss": loss, f"{stage}/acc": acc, f"{stage}/ppl": ppl}, prog_bar=stage == "val")
-
-    def validation_step(self, batch, batch_idx):
-        self._evaluate(batch)
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val")
-
-    def test_step(self, batch, batch_idx):
-        self._evaluate(batch)
-
-    def on_test_epoch_end(self) -> None:
-        self._log_metrics("test")
-
-    def configure_model(self) -> None:
-        shard_module(self)  # hardware=fsdp only
-
-    def configure_optimizers(self):
-        return configure_optimizers(self)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        save_artifacts(self, checkpoint)
