@@ -1,4 +1,4 @@
-"""Export (transformer/export.py): the graphs, run by ONNX Runtime or torch.export, compute what PyTorch does:
+"""Export (transformer/export/): the graphs, run by ONNX Runtime or torch.export, compute what PyTorch does:
 classifier probabilities within 1e-4 on the sentiment sample, and greedy decoding with explicit caches token for
 token on the translation sample (plain and copy attention models). scripts/export.py writes the graphs, the
 tokenizer and export.json; bad inputs end in one line on stderr with exit status 2."""

@@ -3,7 +3,7 @@
 from transformer.attention import MultiHeadAttention
 from transformer.config import ModelConfig, named_sizes
 from transformer.decoding import beam_search, greedy_search
-from transformer.model import EncoderClassifier, EncoderDecoder, build_model
+from transformer.model import EncoderClassifier, EncoderDecoder
 
 __all__ = [
     "EncoderClassifier",
@@ -11,7 +11,6 @@ __all__ = [
     "ModelConfig",
     "MultiHeadAttention",
     "beam_search",
-    "build_model",
     "greedy_search",
     "named_sizes",
 ]

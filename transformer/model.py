@@ -426,14 +426,3 @@ def compile_blocks(model: nn.Module) -> nn.Module:
         if isinstance(module, EncoderBlock | DecoderBlock):
             module.compile()
     return model
-
-
-def build_model(config: ModelConfig, kind: str) -> nn.Module:
-    """kind: "classifier", "seq2seq" or "mlm"."""
-    if kind == "classifier":
-        return EncoderClassifier(config)
-    if kind == "mlm":
-        return MaskedLM(config)
-    if kind == "seq2seq":
-        return EncoderDecoder(config)
-    raise ValueError(f"unknown model kind {kind!r}; choose 'classifier', 'seq2seq' or 'mlm'")

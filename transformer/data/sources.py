@@ -93,7 +93,10 @@ def source_identity(cfg: DatasetConfig, data_root: str | Path | None) -> dict[st
     if kind == "hub":
         return {"kind": kind, "hub": cfg.hub, "hub_config": cfg.hub_config, "splits": _hub_splits(cfg)}
     module = _samples_module()
-    code = Path(module.__file__).read_bytes() if getattr(module, "__file__", None) else module.__name__.encode()
+    if getattr(module, "__file__", None):  # the code of every module of the generator package
+        code = b"".join(path.read_bytes() for path in sorted(Path(module.__file__).parent.glob("*.py")))
+    else:
+        code = module.__name__.encode()
     return {"kind": kind, "sample": cfg.sample, "seed": cfg.seed, "generator": hashlib.sha256(code).hexdigest()}
 
 

@@ -67,11 +67,6 @@ class Tokenizer:
                 kept.append(i)
         return self._sp.decode(kept)
 
-    def decode_batch(self, batch: Iterable[Sequence[int]] | Any) -> list[str]:
-        """`decode` of each row of a (B, T) tensor or a list of id lists."""
-        rows = batch.tolist() if hasattr(batch, "tolist") else batch
-        return [self.decode(row) for row in rows]
-
     def id_to_piece(self, i: int) -> str:
         return self._sp.id_to_piece(i)
 

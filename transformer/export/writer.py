@@ -1,23 +1,8 @@
-"""Export a trained checkpoint as ONNX or torch.export graphs (transformer-export), and run an export folder.
+"""Write an export folder (transformer-export): the graphs of a checkpoint, its tokenizers and export.json, and
+check the folder against PyTorch.
 
-A classifier becomes one graph, an encoder-decoder two, for incremental decoding with explicit caches:
-
-    classifier     src (B, S) int64 ids -> probs (B, C); the padding mask is derived from pad ids in the graph
-    encoder        src (B, S) -> memory (B, S, D), memory_pad_mask (B, S) bool,
-                   cross_key_i / cross_value_i (B, H, S, Dh): decoder layer i's cross-attention keys and values
-    decoder_step   tokens (B, 1) the newest token, memory_pad_mask, cross_key_i / cross_value_i,
-                   past_key_i / past_value_i (B, H, P, Dh) the self-attention cache of the P tokens so far,
-                   and with copy attention also src (B, S) and memory (B, S, D)
-                   -> logits (B, V) (log-probabilities with copy attention), present_key_i / present_value_i
-                   (B, H, P+1, Dh): the caches to feed to the next step
-
-The step's position is the cache length P, so the first step (the BOS token) takes empty (B, H, 0, Dh) caches.
-Batch, source length and P are dynamic. The wrappers below only rearrange inputs and outputs around the model's
-own modules, so the graphs compute what greedy_search does. Beside the graphs: the SentencePiece model(s) and
-export.json, the settings a runtime needs (special ids, lengths, decoding defaults, graph inputs and outputs).
-
-`load(folder)` runs an export folder through ONNX Runtime (or torch.export for .pt2): ExportedClassifier gives
-class probabilities, ExportedSeq2Seq greedy decoding with the caches, on ids or on text.
+The wrappers below only rearrange inputs and outputs around the model's own modules, so the graphs compute what
+greedy_search does (transformer/export/__init__.py lists their inputs and outputs).
 """
 
 from __future__ import annotations
@@ -28,7 +13,6 @@ import importlib.util
 import json
 import logging
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +24,13 @@ from torch.export import Dim
 
 from transformer.attention import AttentionCache
 from transformer.data import Tokenizer
-from transformer.decoding import DecodingConfig, greedy_search, max_lengths
+from transformer.decoding import DecodingConfig, greedy_search
 from transformer.errors import UserError
+from transformer.export.runtime import ExportedClassifier, load
+from transformer.export.spec import FORMATS, METADATA, Spec, layer_names
 from transformer.model import EncoderClassifier, EncoderDecoder
 from transformer.schema import ExportConfig, typed
 
-FORMATS = {"onnx": ".onnx", "torch_export": ".pt2"}
-METADATA = "export.json"
 MIN_OPSET = 18  # the dynamo exporter writes 18+; converting down fails (LayerNormalization, Split)
 # the model sizes a runtime reads (cache shapes, vocabulary)
 MODEL_KEYS = ("d_model", "n_heads", "head_dim", "n_encoder_layers", "n_decoder_layers", "vocab_size", "tgt_vocab_size",
@@ -56,22 +40,6 @@ CHECK_ATOL = 1e-4  # fp32 class probabilities: exported graph vs PyTorch
 
 # ----------------------------------------------------------------------------------------------------------------
 # Graph wrappers: named, flat tensor inputs and outputs around the model's modules
-
-
-@dataclass(frozen=True)
-class Spec:
-    """A graph input or output: its shape (ints, or names of dynamic axes) and dtype."""
-
-    shape: tuple[int | str, ...]
-    dtype: str = "float32"  # float32 | int64 | bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"shape": list(self.shape), "dtype": self.dtype}
-
-
-def layer_names(prefix: str, n_layers: int) -> list[str]:
-    """[prefix_key_0, prefix_value_0, prefix_key_1, ...]: one key and one value tensor per decoder layer."""
-    return [f"{prefix}_{kind}_{i}" for i in range(n_layers) for kind in ("key", "value")]
 
 
 class ClassifierGraph(nn.Module):
@@ -358,145 +326,6 @@ def check_settings(fmt: str, opset: int) -> None:
     missing = [name for name in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(name) is None]
     if missing:
         raise UserError(f"format=onnx needs {', '.join(missing)}: pip install 'transformer[export]'")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Running an export folder
-
-
-class OnnxGraph:
-    """An ONNX Runtime session on the CPU, called with named numpy arrays; returns named numpy arrays."""
-
-    def __init__(self, path: Path, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.output_names = [o.name for o in self.session.get_outputs()]
-
-    def __call__(self, **feeds: np.ndarray) -> dict[str, np.ndarray]:
-        return dict(zip(self.output_names, self.session.run(self.output_names, feeds), strict=True))
-
-
-class TorchGraph:
-    """A torch.export program (.pt2), called like OnnxGraph."""
-
-    def __init__(self, path: Path, input_names: list[str], output_names: list[str]) -> None:
-        self.module = torch.export.load(path).module()
-        self.input_names, self.output_names = input_names, output_names
-
-    def __call__(self, **feeds: np.ndarray) -> dict[str, np.ndarray]:
-        with torch.no_grad():
-            outputs = self.module(*(torch.from_numpy(feeds[name]) for name in self.input_names))
-        return {name: t.numpy() for name, t in zip(self.output_names, outputs, strict=True)}
-
-
-class Exported:
-    """An export folder: its export.json (`meta`), graphs and tokenizers (when the folder has them)."""
-
-    def __init__(self, folder: str | Path, threads: int | None = None) -> None:
-        self.folder = Path(folder)
-        self.meta = json.loads((self.folder / METADATA).read_text())
-        self.graphs = {}
-        for name, g in self.meta["graphs"].items():
-            path = self.folder / g["file"]
-            if path.suffix == ".onnx":
-                self.graphs[name] = OnnxGraph(path, threads)
-            else:
-                self.graphs[name] = TorchGraph(path, list(g["inputs"]), list(g["outputs"]))
-        files = self.meta.get("tokenizers") or {}
-        self.src_tokenizer = Tokenizer.load(self.folder / files["src"]) if "src" in files else None
-        self.tgt_tokenizer = Tokenizer.load(self.folder / files["tgt"]) if "tgt" in files else None
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        """Right-padded source ids (B, S) int64 of texts, each cut to max_source_len tokens."""
-        if self.src_tokenizer is None:
-            raise ValueError(f"{self.folder} has no tokenizer: pass ids")
-        rows = [row[: self.meta["max_source_len"]] for row in self.src_tokenizer.encode(texts)]
-        src = np.full((len(rows), max([1, *map(len, rows)])), self.meta["pad_id"], dtype=np.int64)
-        for i, row in enumerate(rows):
-            src[i, : len(row)] = row
-        return src
-
-
-class ExportedClassifier(Exported):
-    """A classifier's export folder: class probabilities of ids or texts."""
-
-    def probabilities(self, src: np.ndarray) -> np.ndarray:
-        """Source ids (B, S) int64, padded with pad_id -> class probabilities (B, C)."""
-        return self.graphs["classifier"](src=src)["probs"]
-
-    def predict(self, texts: list[str]) -> list[tuple[str, float]]:
-        """(label, probability) of the most likely class of each text."""
-        probs = self.probabilities(self.encode(texts))
-        names = self.meta.get("label_names") or [str(k) for k in range(probs.shape[1])]
-        return [(names[k], float(p[k])) for k, p in zip(probs.argmax(-1), probs, strict=True)]
-
-
-class ExportedSeq2Seq(Exported):
-    """An encoder-decoder's export folder: greedy decoding of ids or texts, the caches fed back step by step."""
-
-    def greedy(
-        self, src: np.ndarray, max_len_a: float | None = None, max_len_b: int | None = None, min_len: int | None = None
-    ) -> list[list[int]]:
-        """transformer.decoding.greedy_search through the graphs: source ids (B, S) int64 -> B token lists
-        (without BOS and EOS). Length settings default to export.json's decoding."""
-        m, d = self.meta, self.meta["decoding"]
-        max_len_a = d["max_len_a"] if max_len_a is None else max_len_a
-        max_len_b = d["max_len_b"] if max_len_b is None else max_len_b
-        min_len = d["min_len"] if min_len is None else min_len
-        bos, eos = m["bos_id"], m["eos_id"]
-        n_layers, H, Dh = m["model"]["n_decoder_layers"], m["model"]["n_heads"], m["model"]["head_dim"]
-        encoded = self.graphs["encoder"](src=src)
-        step = self.graphs["decoder_step"]
-        # per-row inputs that stay the same at every step, and the self-attention caches that grow
-        state = {k: v for k, v in encoded.items() if k != "memory"}
-        if m["model"]["copy_attention"]:
-            state.update(src=src, memory=encoded["memory"])
-        past = {name: np.zeros((len(src), H, 0, Dh), np.float32) for name in layer_names("past", n_layers)}
-
-        pad_mask = torch.from_numpy(encoded["memory_pad_mask"])
-        budget = max_lengths(pad_mask, max_len_a, max_len_b, m["max_positions"] - 1).numpy()  # (B,) as greedy_search
-        steps = int(budget.max()) + 1
-        out = np.full((len(src), steps), eos, dtype=np.int64)
-        active = np.arange(len(src))  # the sentence of each row of the shrinking batch
-        tokens = np.full((len(src), 1), bos, dtype=np.int64)
-        for t in range(steps):
-            result = step(tokens=tokens, **state, **past)
-            logits = result["logits"]  # (n, V)
-            if t < min_len:
-                logits[:, eos] = -np.inf
-            next_tokens = np.where(budget[active] <= t, eos, logits.argmax(-1))  # out of budget: force EOS
-            out[active, t] = next_tokens
-            past = {name: result[name.replace("past", "present", 1)] for name in past}
-            keep = next_tokens != eos
-            if not keep.all():  # finished sentences leave the batch
-                if not keep.any():
-                    break
-                active, next_tokens = active[keep], next_tokens[keep]
-                state = {k: v[keep] for k, v in state.items()}
-                past = {k: v[keep] for k, v in past.items()}
-            tokens = next_tokens[:, None]
-        return [row[: row.index(eos)] if eos in row else row for row in out.tolist()]
-
-    def generate(self, texts: list[str]) -> list[str]:
-        """Greedy outputs of texts, detokenized; an empty text gives an empty output."""
-        todo = [i for i, text in enumerate(texts) if text.strip()]
-        outputs = [""] * len(texts)
-        if todo:
-            hyps = self.greedy(self.encode([texts[i] for i in todo]))
-            for i, hyp in zip(todo, hyps, strict=True):
-                outputs[i] = self.tgt_tokenizer.decode(hyp)
-        return outputs
-
-
-def load(folder: str | Path, threads: int | None = None) -> ExportedClassifier | ExportedSeq2Seq:
-    """The runtime of an export folder; threads: ONNX Runtime's intra-op threads (None: its default)."""
-    meta = json.loads((Path(folder) / METADATA).read_text())
-    runtime = ExportedClassifier if meta["objective"] == "classification" else ExportedSeq2Seq
-    return runtime(folder, threads)
 
 
 # ----------------------------------------------------------------------------------------------------------------
