@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 from torch.distributed.tensor import DTensor
 
+from transformer.checkpoint import Artifacts
 from transformer.config import ModelConfig
 from transformer.data import TokenBudgetBatchSampler, collate_classification, collate_seq2seq
 from transformer.decoding import DecodingConfig
@@ -60,6 +61,11 @@ def model_config() -> ModelConfig:
     return ModelConfig.named("tiny", vocab_size=VOCAB, dropout=0.0, max_positions=64)
 
 
+def artifacts(objective: str, metrics: list[str], tokenizer=None) -> Artifacts:
+    """What a module needs of a checkpoint's artifacts: the model config, metrics and the target tokenizer."""
+    return Artifacts(objective, "test", {"task": {"metrics": metrics}}, model_config(), tokenizer, tokenizer)
+
+
 def strategy(args):
     if args.strategy == "fsdp":
         return FSDPStrategy(FSDPConfig(), bf16=False)
@@ -77,7 +83,7 @@ def full(tensor: torch.Tensor) -> torch.Tensor:
 
 def grads(args) -> None:
     pl.seed_everything(0)
-    module = Seq2SeqModule(model_config(), OptimConfig(warmup_steps=0), DecodingConfig(), ["bleu"], None, {})
+    module = Seq2SeqModule(artifacts("seq2seq", ["bleu"]), OptimConfig(warmup_steps=0), DecodingConfig())
     rows = examples(EXAMPLES)
     # the step's examples, split first over ranks, then over micro-batches
     per_rank = [rows[r :: args.devices] for r in range(args.devices)]
@@ -148,10 +154,10 @@ def evaluate(args) -> None:
     for objective in ("classification", "seq2seq"):
         pl.seed_everything(0)
         if objective == "classification":
-            module = ClassificationModule(model_config(), OptimConfig(), ["acc", "f1"], {})
+            module = ClassificationModule(artifacts("classification", ["acc", "f1"]), OptimConfig())
         else:
             decoding = DecodingConfig(beam_size=1, max_len_a=0.0, max_len_b=6)
-            module = Seq2SeqModule(model_config(), OptimConfig(), decoding, ["bleu", "chrf"], IdTokenizer(), {})
+            module = Seq2SeqModule(artifacts("seq2seq", ["bleu", "chrf"], IdTokenizer()), OptimConfig(), decoding)
         trainer = pl.Trainer(
             accelerator="cpu",
             devices=args.devices,

@@ -17,7 +17,7 @@ from hydra import initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-from transformer.checkpoint import load_checkpoint, resolve_checkpoint, tokenizers
+from transformer.checkpoint import Artifacts, load_checkpoint, resolve_checkpoint
 from transformer.config import ModelConfig
 from transformer.decoding import greedy_search
 from transformer.errors import UserError
@@ -141,14 +141,14 @@ def test_greedy_through_onnx_runtime_equals_greedy_search(translation_run, workd
     expected = greedy_search(model, torch.from_numpy(src), 2, 3, d["max_len_a"], d["max_len_b"], min_len=d["min_len"])
     assert runtime.greedy(src) == expected
     assert len({len(hyp) for hyp in expected}) > 1
-    _, tgt = tokenizers(checkpoint["transformer"])
+    tgt = Artifacts.of(checkpoint).tgt_tokenizer
     assert runtime.generate(["", texts[0]]) == ["", tgt.decode(expected[0])]
 
 
 def test_copy_attention_decodes_alike_through_onnx_and_torch_export(translation_run, workdir):
     """A random copy-attention model with peaked distributions (weights x3): outputs of varied lengths, early EOS."""
     checkpoint, _ = restored(translation_run)
-    src_tok, _ = tokenizers(checkpoint["transformer"])
+    src_tok = Artifacts.of(checkpoint).src_tokenizer
     torch.manual_seed(0)
     model = EncoderDecoder(ModelConfig.named("tiny", vocab_size=src_tok.vocab_size, dropout=0.0, copy_attention=True))
     with torch.no_grad():

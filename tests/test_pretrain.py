@@ -14,7 +14,7 @@ import pytest
 import torch
 from helpers import TINY_RUN, run_script
 
-from transformer.checkpoint import load_checkpoint, resolve_checkpoint, tokenizers
+from transformer.checkpoint import Artifacts, load_checkpoint, resolve_checkpoint
 from transformer.data import DatasetConfig, prepare_dataset, train_tokenizer
 from transformer.data.noising import IGNORE, NoiseConfig, Vocabulary, denoise, example_rng, infill, mask_tokens
 from transformer.errors import ConfigError
@@ -167,7 +167,7 @@ def test_mlm_pretraining_then_fine_tuning_in_one_command(cache, tmp_path):
     pretrained = load_checkpoint(resolve_checkpoint(tmp_path / "pretrain")[0])
     tuned = load_checkpoint(resolve_checkpoint(tmp_path)[0])
     assert pretrained["transformer"]["objective"] == "pretrain"
-    assert tokenizers(tuned["transformer"])[0] == tokenizers(pretrained["transformer"])[0]  # the <mask> one
+    assert Artifacts.of(tuned).src_tokenizer == Artifacts.of(pretrained).src_tokenizer  # the <mask> one
     for name in ("model.encoder.embed.tokens.weight", "model.encoder.layers.0.ffn.fc1.weight"):
         same = torch.equal(tuned["state_dict"][name], pretrained["state_dict"][name])
         assert same == ("embed" in name), name  # frozen embeddings kept; the blocks trained on

@@ -31,7 +31,7 @@ import os
 import pickle
 import sys
 import zipfile
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -101,17 +101,13 @@ class Artifacts:
             metrics = config.get("decoding", {}).pop("metrics", None)
             default = ["acc", "f1"] if values["objective"] != "seq2seq" else []
             config["task"].setdefault("metrics", metrics or default)
-        known = {f.name for f in fields(ModelConfig)}
-        unknown = sorted(set(values["model_config"]) - known)
-        if unknown:
-            raise CheckpointError(f"{path} has model settings this version does not know ({unknown}): upgrade")
         src = Tokenizer.from_bytes(values["src_tokenizer"])
         tgt = src if values["tgt_tokenizer"] is None else Tokenizer.from_bytes(values["tgt_tokenizer"])
         return cls(
             objective=values["objective"],
             task=values["task"],
             config=config,
-            model=ModelConfig(**values["model_config"]),
+            model=ModelConfig.from_dict(values["model_config"]),
             src_tokenizer=src,
             tgt_tokenizer=tgt,
             label_names=list(values.get("label_names") or []),

@@ -84,6 +84,15 @@ def check_fine_tuned(path: Path, artifacts: Artifacts) -> None:
         )
 
 
+def open_fine_tuned(ckpt: str, decoding: dict[str, Any] | None = None) -> tuple[Path, Artifacts, Any]:
+    """A fine-tuned checkpoint (or run directory) as (its path, its artifacts, its trained LightningModule in eval
+    mode), for predict, attend, export and the server. `decoding`: overrides of the run's decoding settings."""
+    path, checkpoint = open_checkpoint(ckpt)
+    artifacts = Artifacts.of(checkpoint, path)
+    check_fine_tuned(path, artifacts)
+    return path, artifacts, restore_module(checkpoint, decoding)
+
+
 def check_ensemble(members: list[tuple[Path, Artifacts]]) -> None:
     """The members of an ensemble must read and write the same tokens and labels."""
     first_path, first = members[0]
@@ -112,10 +121,7 @@ class Predictor:
     """
 
     def __init__(self, ckpt: str, decoding: dict[str, Any] | None = None) -> None:
-        self.path, checkpoint = open_checkpoint(ckpt)
-        self.artifacts = Artifacts.of(checkpoint, self.path)
-        check_fine_tuned(self.path, self.artifacts)
-        self.module = restore_module(checkpoint, decoding)
+        self.path, self.artifacts, self.module = open_fine_tuned(ckpt, decoding)
         self.objective: str = self.artifacts.objective
         self.label_names: list[str] = self.artifacts.label_names
         self.src_tokenizer, self.tgt_tokenizer = self.artifacts.src_tokenizer, self.artifacts.tgt_tokenizer
@@ -232,15 +238,12 @@ def attend(cfg: DictConfig, stdin: Iterable[str] | None = None) -> list[Path]:
     texts = [t for t in read_inputs(config.text, config.input, stdin) if t.strip()]
     if not texts:
         raise UserError('no input text: pass text="...", input=<file> or lines on standard input')
-    path, checkpoint = open_checkpoint(config.ckpt)
-    artifacts = Artifacts.of(checkpoint, path)
-    check_fine_tuned(path, artifacts)
+    _, artifacts, module = open_fine_tuned(config.ckpt, config.decoding)
     if config.target is not None and (artifacts.objective != "seq2seq" or len(texts) != 1):
         raise UserError(
             "target= force-decodes one given output: use it with one text= and a translation or summarization "
             "checkpoint"
         )
-    module = restore_module(checkpoint, config.decoding)
     if artifacts.objective == "seq2seq":
         layers = artifacts.model.n_decoder_layers
         if config.alignment_layer is not None and not -layers <= config.alignment_layer < layers:

@@ -14,7 +14,7 @@ import json
 import logging
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,6 +30,9 @@ from transformer.export.runtime import ExportedClassifier, load
 from transformer.export.spec import FORMATS, METADATA, Spec, layer_names
 from transformer.model import EncoderClassifier, EncoderDecoder
 from transformer.schema import ExportConfig, typed
+
+if TYPE_CHECKING:
+    from transformer.checkpoint import Artifacts
 
 MIN_OPSET = 18  # the dynamo exporter writes 18+; converting down fails (LayerNormalization, Split)
 # the model sizes a runtime reads (cache shapes, vocabulary)
@@ -271,38 +274,31 @@ def export_model(
     return [*written, out / METADATA]
 
 
-def write_tokenizers(artifacts: dict[str, Any], out: Path) -> dict[str, str]:
+def write_tokenizers(artifacts: Artifacts, out: Path) -> dict[str, str]:
     """The checkpoint's SentencePiece model(s) as .model files in out. Returns their names, by side."""
-    from transformer.training.checkpoint import tokenizers
-
-    src, tgt = tokenizers(artifacts)
-    if tgt is src:
-        src.save(out / "tokenizer.model")
+    if artifacts.shared_tokenizer:
+        artifacts.src_tokenizer.save(out / "tokenizer.model")
         return {"src": "tokenizer.model", "tgt": "tokenizer.model"}
-    src.save(out / "src_tokenizer.model")
-    tgt.save(out / "tgt_tokenizer.model")
+    artifacts.src_tokenizer.save(out / "src_tokenizer.model")
+    artifacts.tgt_tokenizer.save(out / "tgt_tokenizer.model")
     return {"src": "src_tokenizer.model", "tgt": "tgt_tokenizer.model"}
 
 
 def export(cfg: DictConfig) -> list[Path]:
     """transformer-export: a checkpoint's graphs, tokenizers and export.json (ExportConfig). Returns the files."""
-    from transformer.training.inference import check_fine_tuned, open_checkpoint
-    from transformer.training.modules import restore_module
+    from transformer.inference import open_fine_tuned  # Lightning and the task modules: only when exporting
 
     config: ExportConfig = typed(cfg)
     check_settings(config.format, config.opset)
-    path, checkpoint = open_checkpoint(config.ckpt)
-    artifacts = checkpoint["transformer"]
-    check_fine_tuned(path, artifacts)
-    module = restore_module(checkpoint)
+    path, artifacts, module = open_fine_tuned(config.ckpt)
     out = Path(config.output_dir) if config.output_dir else path.resolve().parent / f"export_{config.format}"
     out.mkdir(parents=True, exist_ok=True)
     names = write_tokenizers(artifacts, out)
     metadata = {
         "checkpoint": str(path.resolve()),
-        "task": artifacts["task"],
-        "label_names": artifacts["label_names"],
-        "max_source_len": artifacts["config"]["dataset"].get("max_source_len") or module.model.config.max_positions,
+        "task": artifacts.task,
+        "label_names": artifacts.label_names,
+        "max_source_len": artifacts.max_source_len,
         "tokenizers": names,
     }
     decoding = getattr(module, "decoding", None)
