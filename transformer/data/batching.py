@@ -194,7 +194,7 @@ class Collate:
         if self.objective in ("classification", "pretrain"):
             if self.objective == "classification":
                 batch = collate_classification(examples, self.pad_id)
-            else:  # the clean text: the module corrupts it (training/pretrain.py)
+            else:  # the clean text: the module corrupts it (objectives/pretrain.py)
                 batch = {"src": pad_sequences([ex["src_ids"] for ex in examples], self.pad_id)}
             batch["index"] = torch.tensor([ex["index"] for ex in examples], dtype=torch.long)
             return batch

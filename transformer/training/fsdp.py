@@ -8,7 +8,7 @@ tests/test_distributed.py checks its gradients against one process. FSDP2 is als
 Checkpoints during training are sharded (`hardware.fsdp.sharded_checkpoints`): `<name>.ckpt/` is a directory of
 torch.distributed.checkpoint shards plus `meta.pt` (step, loops, our `transformer` artifacts). They are written
 atomically (a temporary directory, then a rename), resume with the same or any other number of FSDP ranks, and
-load everywhere else (evaluate, predict, averaging) through `training/checkpoint.py`, which gathers them.
+load everywhere else (evaluate, predict, averaging) through `transformer/checkpoint.py`, which gathers them.
 """
 
 from __future__ import annotations

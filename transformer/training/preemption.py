@@ -1,6 +1,6 @@
 """Preemption: on SIGTERM or SIGUSR1 (spot VMs, Kubernetes, `timeout`, SLURM's `--signal`), save a checkpoint at
 the next step boundary, requeue the SLURM job, and exit with PREEMPTED_EXIT_CODE. Relaunching the same command
-(same run_name) resumes from that checkpoint (training/checkpoint.py: find_resume_checkpoint).
+(same run_name) resumes from that checkpoint (checkpoint.py: find_resume_checkpoint).
 
 Lightning's own handlers are replaced while training runs: its SIGTERM handler stops without saving, and its
 SLURM SIGUSR1 handler saves an `hpc_ckpt` outside our run directory. Ours is one path for every launcher.
