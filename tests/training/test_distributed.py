@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from distributed_worker import EXAMPLES, examples, model_config
+from helpers.distributed_worker import EXAMPLES, examples, model_config
 
 from transformer.data import DatasetConfig, TokenBudgetBatchSampler, collate_seq2seq, prepare_dataset
 from transformer.model import EncoderDecoder
 
-WORKER = Path(__file__).resolve().parent / "distributed_worker.py"
+WORKER = Path(__file__).resolve().parents[1] / "helpers" / "distributed_worker.py"
 
 
 def worker(mode: str, out: Path, devices: int, accumulate: int = 1, strategy: str = "ddp") -> Path:

@@ -16,7 +16,7 @@ from transformer.inference import evaluate, predict
 from transformer.training.averaging import average_checkpoints, epoch_checkpoints
 from transformer.training.train import train
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TASKS = ["sentiment", "translation", "summarization"]
 
 
