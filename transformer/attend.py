@@ -1,11 +1,11 @@
 """What the model attends to: the attention probabilities of a forward pass, and what is read off them.
 
 `record_attention(model)` makes every MultiHeadAttention of the model keep the weights it computes (after masking,
-before dropout) while the model runs; `attention_maps` runs a trained module on one input and returns them with
-the tokens on their axes: the encoder self-attention, and for seq2seq the decoder self-attention and the
-cross-attention of the teacher-forced pass over the output (the model's own, or a given target). That pass
-computes exactly what incremental decoding computed at each step (tests/test_attend.py checks it), so its maps are
-those of the prediction. Read off the maps:
+before dropout) while the model runs; `inference.attention_maps` runs a trained module on one input and returns
+them as `AttentionMaps`, with the tokens on their axes: the encoder self-attention, and for seq2seq the decoder
+self-attention and the cross-attention of the teacher-forced pass over the output (the model's own, or a given
+target). That pass computes exactly what incremental decoding computed at each step
+(tests/inference/test_attend.py checks it), so its maps are those of the prediction. Read off the maps:
   - `merge_words`: SentencePiece pieces merged into words (attention *to* a word is the sum over its pieces,
     attention *from* a word the mean over its pieces, as in Clark et al. 2019), rows still summing to 1;
   - `rollout`: attention rollout (Abnar & Zuidema 2020), the product over layers of (A + I) / 2 with A the
@@ -21,18 +21,13 @@ import string
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from transformer.attention import MultiHeadAttention
 from transformer.data import Tokenizer
-from transformer.data.batching import pad_sequences
-from transformer.decoding import generate
-
-if TYPE_CHECKING:  # only read here: the artifacts come with the trained module
-    from transformer.checkpoint import Artifacts
 
 WORD_START = "\u2581"  # SentencePiece's mark of a piece that begins a word
 KINDS = ("encoder", "decoder", "cross")  # encoder self-attention, decoder self-attention, cross-attention
@@ -87,58 +82,6 @@ class AttentionMaps:
 
 def pieces(tokenizer: Tokenizer, ids: list[int]) -> list[str]:
     return [tokenizer.id_to_piece(i) for i in ids]
-
-
-@torch.inference_mode()
-def attention_maps(module, artifacts: Artifacts, text: str, target: str | None = None) -> AttentionMaps:
-    """Run a trained LightningModule (restore_module) on `text` and record its attention. For seq2seq, the output
-    is the module's own (its decoding settings) unless `target` is given, which is then force-decoded."""
-    src_ids = artifacts.src_tokenizer.encode([text])[0][: artifacts.max_source_len]
-    if not src_ids:
-        raise ValueError('the input text is empty: pass text="..." with at least one word')
-    out_ids = None
-    if target is not None:
-        out_ids = artifacts.tgt_tokenizer.encode([target])[0][: module.model.config.max_positions - 1]
-    return maps_of_ids(module, artifacts, src_ids, out_ids)
-
-
-@torch.inference_mode()
-def maps_of_ids(module, artifacts: Artifacts, src_ids: list[int], out_ids: list[int] | None = None):
-    """attention_maps on token ids: `src_ids` without special tokens; `out_ids` (seq2seq) the output to
-    force-decode, or None for the module's own decoding."""
-    src_tok, tgt_tok = artifacts.src_tokenizer, artifacts.tgt_tokenizer
-    model = module.model
-    device = next(model.parameters()).device
-    src = pad_sequences([list(src_ids)], src_tok.pad_id).to(device)  # (1, S)
-    source = pieces(src_tok, src_ids)
-    if artifacts.objective == "classification":
-        with record_attention(model) as recorded:
-            probs = model(src).float().softmax(-1)[0]  # (C,)
-        names = artifacts.label_names or [str(i) for i in range(probs.numel())]
-        return AttentionMaps(
-            objective="classification",
-            source=source,
-            encoder=stack_layers(recorded, "encoder").cpu(),
-            prediction=names[int(probs.argmax())],
-            probabilities={name: float(p) for name, p in zip(names, probs.tolist(), strict=False)},
-            pooling=model.config.pooling,
-        )
-    bos, eos = tgt_tok.bos_id, tgt_tok.eos_id
-    if out_ids is None:  # the model's own best output, by the run's decoding settings (sampling included)
-        out_ids = generate(model, src, bos, eos, module.decoding)[0][0][1]
-    tgt_in = torch.tensor([[bos, *out_ids]], device=device)  # (1, T)
-    with record_attention(model) as recorded:
-        model(src, tgt_in)
-    return AttentionMaps(
-        objective="seq2seq",
-        source=source,
-        encoder=stack_layers(recorded, "encoder").cpu(),
-        decoder=stack_layers(recorded, "decoder").cpu(),
-        cross=stack_layers(recorded, "cross").cpu(),
-        prediction=tgt_tok.decode(out_ids),
-        target=[*pieces(tgt_tok, out_ids), "</s>"],
-        target_in=["<s>", *pieces(tgt_tok, out_ids)],
-    )
 
 
 def word_groups(tokens: list[str]) -> tuple[list[str], list[list[int]]]:

@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 
+from transformer.attend import AttentionMaps, pieces, record_attention, stack_layers
 from transformer.checkpoint import Artifacts, CheckpointError, open_checkpoint, write_json
 from transformer.data import encode_split
 from transformer.data.batching import evaluation_loader, pad_sequences
@@ -228,11 +229,62 @@ def read_inputs(text: str | None, input_file: str | None, stdin: Iterable[str] |
     return [line.rstrip("\n") for line in (stdin if stdin is not None else sys.stdin)]
 
 
+@torch.inference_mode()
+def attention_maps(module, artifacts: Artifacts, text: str, target: str | None = None) -> AttentionMaps:
+    """Run a trained LightningModule (restore_module) on `text` and record its attention. For seq2seq, the output
+    is the module's own (its decoding settings) unless `target` is given, which is then force-decoded."""
+    src_ids = artifacts.src_tokenizer.encode([text])[0][: artifacts.max_source_len]
+    if not src_ids:
+        raise ValueError('the input text is empty: pass text="..." with at least one word')
+    out_ids = None
+    if target is not None:
+        out_ids = artifacts.tgt_tokenizer.encode([target])[0][: module.model.config.max_positions - 1]
+    return maps_of_ids(module, artifacts, src_ids, out_ids)
+
+
+@torch.inference_mode()
+def maps_of_ids(module, artifacts: Artifacts, src_ids: list[int], out_ids: list[int] | None = None) -> AttentionMaps:
+    """attention_maps on token ids: `src_ids` without special tokens; `out_ids` (seq2seq) the output to
+    force-decode, or None for the module's own decoding."""
+    src_tok, tgt_tok = artifacts.src_tokenizer, artifacts.tgt_tokenizer
+    model = module.model
+    device = next(model.parameters()).device
+    src = pad_sequences([list(src_ids)], src_tok.pad_id).to(device)  # (1, S)
+    source = pieces(src_tok, src_ids)
+    if artifacts.objective == "classification":
+        with record_attention(model) as recorded:
+            probs = model(src).float().softmax(-1)[0]  # (C,)
+        names = artifacts.label_names or [str(i) for i in range(probs.numel())]
+        return AttentionMaps(
+            objective="classification",
+            source=source,
+            encoder=stack_layers(recorded, "encoder").cpu(),
+            prediction=names[int(probs.argmax())],
+            probabilities={name: float(p) for name, p in zip(names, probs.tolist(), strict=False)},
+            pooling=model.config.pooling,
+        )
+    bos, eos = tgt_tok.bos_id, tgt_tok.eos_id
+    if out_ids is None:  # the model's own best output, by the run's decoding settings (sampling included)
+        out_ids = generate(model, src, bos, eos, module.decoding)[0][0][1]
+    tgt_in = torch.tensor([[bos, *out_ids]], device=device)  # (1, T)
+    with record_attention(model) as recorded:
+        model(src, tgt_in)
+    return AttentionMaps(
+        objective="seq2seq",
+        source=source,
+        encoder=stack_layers(recorded, "encoder").cpu(),
+        decoder=stack_layers(recorded, "decoder").cpu(),
+        cross=stack_layers(recorded, "cross").cpu(),
+        prediction=tgt_tok.decode(out_ids),
+        target=[*pieces(tgt_tok, out_ids), "</s>"],
+        target_in=["<s>", *pieces(tgt_tok, out_ids)],
+    )
+
+
 def attend(cfg: DictConfig, stdin: Iterable[str] | None = None) -> list[Path]:
-    """Attention maps of a checkpoint on each input (transformer/attend.py): PNGs, attention.json and
+    """Attention maps of a checkpoint on each input (attention_maps): PNGs, attention.json and
     attention.html in output_dir (one input) or output_dir/<line number>/ (several). Returns the files written."""
-    from transformer.attend import attention_maps
-    from transformer.attend_report import write_report
+    from transformer.attend_report import write_report  # matplotlib: only when drawing
 
     config: AttendConfig = typed(cfg)
     texts = [t for t in read_inputs(config.text, config.input, stdin) if t.strip()]

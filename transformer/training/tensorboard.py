@@ -23,8 +23,8 @@ from matplotlib.figure import Figure
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch.distributed.tensor import DTensor
 
-from transformer.attend import maps_of_ids
 from transformer.attend_report import compact_figure, heatmap
+from transformer.inference import maps_of_ids
 
 
 def tensorboard(trainer: pl.Trainer) -> TensorBoardLogger | None:
