@@ -1,4 +1,4 @@
-"""A script for tests/test_distributed.py (Lightning re-launches it for rank 1, so it must be a file).
+"""A script for tests/training/test_distributed.py (Lightning re-launches it for rank 1, so it must be a file).
 
 `grads`: one optimizer step of the tiny encoder-decoder on 8 fixed examples of uneven target lengths, split over
 `--devices` ranks and `--accumulate` micro-batches; rank 0 saves the gradients the optimizer would see.

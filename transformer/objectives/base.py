@@ -140,7 +140,7 @@ class StepNormalizer:
     the last micro-batch the gradient is sum(grad of summed losses) / (A * W). `apply` (before clipping and the
     optimizer step) multiplies it by A * W / (the step's size summed over ranks): the gradient of the mean over
     all the step's tokens. Then 2 ranks x B examples give the gradient of 1 rank on the same 2B examples, and
-    accumulation 2 the gradient of one batch twice as large (tests/test_distributed.py).
+    accumulation 2 the gradient of one batch twice as large (tests/training/test_distributed.py).
     """
 
     def __init__(self) -> None:

@@ -3,7 +3,7 @@ ModelParallelStrategy, one shard group per encoder/decoder block and one for the
 
 Why FSDP2 and not Lightning's `strategy="fsdp"` (FSDP1): FSDP1 refuses CPU devices (torch 2.13 and Lightning 2.6
 both raise), so nothing about it could be tested without a GPU; FSDP2 runs on CPU with gloo, and
-tests/test_distributed.py checks its gradients against one process. FSDP2 is also what PyTorch now develops.
+tests/training/test_distributed.py checks its gradients against one process. FSDP2 is also what PyTorch now develops.
 
 Checkpoints during training are sharded (`hardware.fsdp.sharded_checkpoints`): `<name>.ckpt/` is a directory of
 torch.distributed.checkpoint shards plus `meta.pt` (step, loops, our `transformer` artifacts). They are written
