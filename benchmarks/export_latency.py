@@ -103,7 +103,7 @@ def table(medians: dict[tuple[str, int, str], float], new_tokens: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", default="small", help="a model size: transformer/conf/model/<size>.yaml")
+    parser.add_argument("--size", default="small", help="a model size: configs/model/<size>.yaml")
     parser.add_argument("--vocab", type=int, default=8000)
     parser.add_argument("--length", type=int, default=32, help="source tokens per sentence")
     parser.add_argument("--new-tokens", type=int, default=32, help="tokens generated per sentence (greedy)")

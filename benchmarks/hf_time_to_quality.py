@@ -79,7 +79,7 @@ def run_ours(args: argparse.Namespace, out: Path) -> dict:
         "trainer.num_sanity_val_steps=0",
         *args.ours_overrides,
     ]
-    with initialize_config_module("transformer.conf", version_base="1.3"):
+    with initialize_config_module("transformer.configs", version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     train(cfg, callbacks=[StopAtTarget()])
     result["total_seconds"] = time.perf_counter() - start

@@ -58,7 +58,7 @@ def measure(task: str, epochs: int, out: str) -> dict:
     GlobalHydra.instance().clear()
     overrides = [f"task={task}", f"trainer.max_epochs={epochs}", f"paths.output_dir={out}/{task}",
                  "~callbacks.progress_bar"]  # fmt: skip
-    with initialize_config_module("transformer.conf", version_base="1.3"):
+    with initialize_config_module("transformer.configs", version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     clock = EpochClock()
     try:

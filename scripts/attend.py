@@ -1,4 +1,4 @@
-"""python scripts/attend.py ckpt=<checkpoint or run dir> text="...": attention maps (transformer/conf/attend.yaml)."""
+"""python scripts/attend.py ckpt=<checkpoint or run dir> text="...": attention maps (configs/attend.yaml)."""
 
 from transformer.cli import attend_main
 

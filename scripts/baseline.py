@@ -1,4 +1,4 @@
-"""python scripts/baseline.py task=<name> [dataset=...]: the task's simple baseline (transformer/conf/baseline.yaml)."""
+"""python scripts/baseline.py task=<name> [dataset=...]: the task's simple baseline (configs/baseline.yaml)."""
 
 from transformer.cli import baseline_main
 

@@ -1,4 +1,4 @@
-"""python scripts/export.py [overrides]: see transformer/conf/export.yaml."""
+"""python scripts/export.py [overrides]: see configs/export.yaml."""
 
 from transformer.cli import export_main
 

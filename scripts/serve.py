@@ -1,4 +1,4 @@
-"""python scripts/serve.py [overrides]: see transformer/conf/serve.yaml."""
+"""python scripts/serve.py [overrides]: see configs/serve.yaml."""
 
 from transformer.cli import serve_main
 

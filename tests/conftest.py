@@ -1,4 +1,4 @@
-"""Shared fixtures: Hydra composition of the packaged configs (transformer/conf), reset after each use."""
+"""Shared fixtures: Hydra composition of the packaged configs (configs/), reset after each use."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hydra.core.global_hydra import GlobalHydra
 import transformer.schema  # noqa: F401  (registers the structured configs)
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = ROOT / "transformer" / "conf"
+CONFIG_DIR = ROOT / "configs"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
@@ -21,7 +21,7 @@ def compose_config():
 
     def _compose(name: str, overrides: list[str] | None = None):
         GlobalHydra.instance().clear()
-        with initialize_config_module("transformer.conf", version_base="1.3"):
+        with initialize_config_module("transformer.configs", version_base="1.3"):
             return compose(config_name=name, overrides=overrides or [])
 
     yield _compose

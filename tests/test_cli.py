@@ -95,7 +95,7 @@ def test_cfg_info_help_and_append_delete(tmp_path):
     hydra_cfg = run_script("train.py", "--cfg", "hydra")
     assert hydra_cfg.returncode == 0 and "run:" in hydra_cfg.stdout and "sweeper:" in hydra_cfg.stdout
     info = run_script("train.py", "--info")
-    assert info.returncode == 0 and "pkg://transformer.conf" in info.stdout and "train_schema" in info.stdout
+    assert info.returncode == 0 and "pkg://transformer.configs" in info.stdout and "train_schema" in info.stdout
     help_ = run_script("train.py", "--help")
     assert help_.returncode == 0
     for line in ("model: base, big, small, tiny", "callbacks: averaging, default, early_stopping", "task: "):

@@ -13,7 +13,7 @@ from transformer.errors import ConfigError
 from transformer.schema import DATASET_OBJECTIVE, TrainConfig, typed
 from transformer.training.stages import compose_stage, stage_overrides
 
-CONFIGS = Path(__file__).resolve().parents[1] / "transformer" / "conf"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def options(group: str) -> list[str]:
@@ -73,7 +73,7 @@ def test_callbacks_combine(compose_config, tmp_path):
 def test_sample_tuning_follows_the_sample_dataset(compose_config):
     sample = compose_config("train", ["task=sentiment"])
     real = compose_config("train", ["task=sentiment", "dataset=sst2"])
-    assert sample.trainer.max_epochs == 4 and sample.batching.max_tokens == 2048  # experiment/sentiment_sample
+    assert sample.trainer.max_epochs == 4 and sample.batching.max_tokens == 2048  # sample_tuning/sentiment_sample
     assert real.trainer.max_epochs == 10 and real.batching.max_tokens == 4096  # the plain defaults
     assert real.optim.warmup_steps == 400
 

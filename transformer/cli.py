@@ -1,5 +1,5 @@
 """Console entry points (scripts/*.py and the `transformer-*` commands): plain `@hydra.main` apps over functions
-that tests call directly, with the configs shipped inside the package (transformer/conf/).
+that tests call directly, with the configs shipped inside the package (configs/, as transformer.configs).
 
 Everything Hydra offers works as Hydra documents it: `-m` sweeps, `--cfg job`, `--info`, `-c`, `--help`,
 `+key=value`, `~key`, `--config-dir` / `hydra.searchpath` for your own configs, sweeper and launcher plugins.
@@ -25,7 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 from transformer import schema
 from transformer.errors import UserError
 
-CONFIG_PATH = "conf"  # relative to this file: transformer/conf, package data
+CONFIG_PATH = "pkg://transformer.configs"  # the repository's configs/, package data (setup.py)
 
 
 def fail(message: str) -> None:
@@ -55,7 +55,7 @@ def short(error: BaseException) -> str:
 
 
 def run(function: Callable[[DictConfig], Any], config_name: str) -> None:
-    """Run `function` as a Hydra app on transformer/conf/<config_name>.yaml."""
+    """Run `function` as a Hydra app on configs/<config_name>.yaml."""
 
     job_started = False
 

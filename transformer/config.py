@@ -1,20 +1,18 @@
 """Typed model configuration (the schema of the Hydra `model` group) and the named sizes (tiny, small, base, big).
 
-The named sizes are the files of the `model` group (transformer/conf/model/*.yaml), read by `ModelConfig.named`,
+The named sizes are the files of the `model` group (configs/model/*.yaml), read by `ModelConfig.named`,
 so a size is defined once for the CLI and for Python callers.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
+from importlib import resources
 from typing import Any
 
 import yaml
 
 from transformer.errors import ConfigError
-
-SIZES_DIR = Path(__file__).resolve().parent / "conf" / "model"
 
 
 @dataclass
@@ -132,4 +130,6 @@ def _divisors_hint(n: int) -> str:
 
 def named_sizes() -> dict[str, dict[str, Any]]:
     """{size: the values its model/<size>.yaml sets}; base and big are Table 3 of the paper."""
-    return {path.stem: yaml.safe_load(path.read_text()) or {} for path in sorted(SIZES_DIR.glob("*.yaml"))}
+    group = resources.files("transformer.configs") / "model"  # configs/model, shipped as package data
+    files = sorted((file for file in group.iterdir() if file.name.endswith(".yaml")), key=lambda file: file.name)
+    return {file.name.removesuffix(".yaml"): yaml.safe_load(file.read_text()) or {} for file in files}

@@ -2,7 +2,7 @@
 
 Each group's fields, types and defaults are defined once, by a dataclass: `model` by ModelConfig, `dataset` by
 DatasetConfig, `optim` by OptimConfig, `batching` by BatchingConfig, `decoding` by DecodingConfig, `task` and
-`paths` below. The YAML files under transformer/conf/ hold values only. Each entry config (train.yaml,
+`paths` below. The YAML files under configs/ hold values only. Each entry config (train.yaml,
 evaluate.yaml, ...) starts its defaults list with its schema (`train_schema`, ...), so composition rejects a
 misspelled key or a wrongly typed value, naming the key, before any data is prepared; `typed(cfg)` then builds the
 dataclasses, whose `__post_init__` checks ranges and combinations.
@@ -13,7 +13,7 @@ signatures we do not copy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 from hydra.core.config_store import ConfigStore
@@ -178,16 +178,6 @@ class TrainConfig:
             raise ConfigError(f"max_nonfinite_steps must be >= 1, got {self.max_nonfinite_steps}")
 
 
-@dataclass
-class SampleTuning:
-    """The training values a demo sample's dataset file brings along (experiment/<task>_sample.yaml): unused by
-    the entry points that only read data, which accept them so that every dataset option composes there."""
-
-    trainer: dict[str, Any] = field(default_factory=dict)
-    optim: dict[str, Any] = field(default_factory=dict)
-    batching: dict[str, Any] = field(default_factory=dict)
-
-
 MANAGED_TRAINER_ARGS = ("callbacks", "logger", "precision", "default_root_dir", "use_distributed_sampler")
 
 
@@ -234,8 +224,18 @@ def _fits(value: Any, hint: Any) -> bool:
     return not isinstance(value, bool | int | float | str) or origin is None and hint is typing.Any
 
 
+VALIDATION_DECODING = ("val_beam_size", "val_max_batches")  # how training validates; nothing to override later
+
+
+def decoding_overrides() -> dict[str, Any]:
+    """The `decoding` of the entry points that load a checkpoint (evaluate, predict, serve, attend): every other
+    DecodingConfig key, null by default, which keeps the checkpoint's setting (restore_module); the keys are fixed,
+    so composition rejects a misspelled one."""
+    return {f.name: None for f in fields(DecodingConfig) if f.name not in VALIDATION_DECODING}
+
+
 @dataclass
-class PrepareConfig(SampleTuning):
+class PrepareConfig:
     task: TaskConfig = MISSING
     dataset: DatasetConfig = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -256,8 +256,7 @@ class EvaluateConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     batching: BatchingConfig = field(default_factory=BatchingConfig)  # eval_max_tokens: padded tokens per batch
     trainer: dict[str, Any] = field(default_factory=dict)  # pytorch_lightning.Trainer arguments (accelerator...)
-    optim: dict[str, Any] = field(default_factory=dict)  # unused: a demo sample's tuning may set it
-    decoding: dict[str, Any] = field(default_factory=dict)  # DecodingConfig keys; null keeps the checkpoint's
+    decoding: dict[str, Any] = field(default_factory=decoding_overrides)
 
 
 @dataclass
@@ -267,7 +266,7 @@ class PredictConfig:
     input: str | None = None
     batch_size: int = 32
     interactive: bool = False  # read lines from the terminal and answer each at once (a prompt, no batching)
-    decoding: dict[str, Any] = field(default_factory=dict)  # DecodingConfig keys; null keeps the checkpoint's
+    decoding: dict[str, Any] = field(default_factory=decoding_overrides)
 
 
 @dataclass
@@ -290,8 +289,8 @@ class ServeConfig:
     max_texts: int = 32  # texts per request
     max_chars: int = 5000  # characters per text
     max_request_bytes: int = 2_097_152  # request body, checked before parsing
-    decoding: dict[str, Any] = field(default_factory=dict)  # server defaults (DecodingConfig keys; null: the
-    # checkpoint's); a request may change these within the limits below
+    decoding: dict[str, Any] = field(default_factory=decoding_overrides)  # the server's defaults; a request may
+    # change these within the limits below
     max_beam_size: int = 8
     max_nbest: int = 8
     max_len_b: int = 256  # cap on a request's generated-token budget term
@@ -317,11 +316,11 @@ class AttendConfig:
     words: bool = False  # merge SentencePiece pieces into words on the axes
     alignment_layer: int | None = None  # decoder layer of the alignment; null: the second to last (or the only)
     output_dir: str = "attention"  # one input: its files here; several: <output_dir>/<line number>/
-    decoding: dict[str, Any] = field(default_factory=dict)  # DecodingConfig keys; null keeps the checkpoint's
+    decoding: dict[str, Any] = field(default_factory=decoding_overrides)
 
 
 @dataclass
-class BaselineConfig(SampleTuning):
+class BaselineConfig:
     """The strong simple baseline of a task, tuned on `tune_split`, scored on `eval_split` by the models' metrics."""
 
     task: TaskConfig = MISSING

@@ -95,4 +95,4 @@ def hydra_clean():
 
 @pytest.fixture
 def configs_dir() -> Path:
-    return REPO / "transformer" / "conf"
+    return REPO / "configs"

@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from transformer.data import prepare_from_config
 from transformer.schema import typed
 
-CONFIGS = Path(__file__).resolve().parents[2] / "transformer" / "conf"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 DATASETS = {
     "sst2": "sentiment",

@@ -40,7 +40,7 @@ def compose(name: str, overrides: list[str]) -> DictConfig:
     """The packaged config `name` with overrides (as the conftest's compose_config, usable in module fixtures)."""
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_module("transformer.conf", version_base="1.3"):
+        with initialize_config_module("transformer.configs", version_base="1.3"):
             return hydra_compose(config_name=name, overrides=overrides)
     finally:
         GlobalHydra.instance().clear()

@@ -81,7 +81,7 @@ def _hydra():
     if GlobalHydra.instance().is_initialized():
         yield GlobalHydra.instance().hydra
         return
-    with initialize_config_module("transformer.conf", version_base=None):
+    with initialize_config_module("transformer.configs", version_base=None):
         yield GlobalHydra.instance().hydra
 
 
