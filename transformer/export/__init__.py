@@ -15,18 +15,32 @@ The step's position is the cache length P, so the first step (the BOS token) tak
 Batch, source length and P are dynamic. Beside the graphs: the SentencePiece model(s) and export.json, the
 settings a runtime needs (special ids, lengths, decoding defaults, graph inputs and outputs).
 
-    writer.py    the graph wrappers; export(cfg) and export_model write a folder, check runs it against PyTorch
-    runtime.py   load(folder): ExportedClassifier and ExportedSeq2Seq run a folder (no writer code)
-    spec.py      what both read: export.json's name, the formats, graph input/output specs, cache tensor names
+    writer.py    the graph wrappers; export(cfg) and export_model write a folder atomically (a temporary folder,
+                 sealed and verified, then renamed into place), check runs it against PyTorch
+    runtime.py   load(folder): verifies the folder (read_export: export.json's digest and schema, every file's
+                 SHA-256), then ExportedClassifier and ExportedSeq2Seq run it (no writer code)
+    spec.py      what both read: export.json's name and version, the formats, graph input/output specs, cache
+                 tensor names, the digests, ExportError
 """
 
 from typing import Any
 
-from transformer.export.runtime import ExportedClassifier, ExportedSeq2Seq, load
+from transformer.export.runtime import ExportedClassifier, ExportedSeq2Seq, load, read_export
+from transformer.export.spec import ExportError
 
 WRITER_NAMES = ("ExportMismatch", "check", "export", "export_model")
 
-__all__ = ["ExportMismatch", "ExportedClassifier", "ExportedSeq2Seq", "check", "export", "export_model", "load"]
+__all__ = [
+    "ExportError",
+    "ExportMismatch",
+    "ExportedClassifier",
+    "ExportedSeq2Seq",
+    "check",
+    "export",
+    "export_model",
+    "load",
+    "read_export",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -3,16 +3,27 @@ check the folder against PyTorch.
 
 The wrappers below only rearrange inputs and outputs around the model's own modules, so the graphs compute what
 greedy_search does (transformer/export/__init__.py lists their inputs and outputs).
+
+A folder is written atomically (`replacing`): into a temporary folder beside the target, sealed (export.json
+records every file's size and SHA-256, the check's results and its own digest), verified as the runtime will
+verify it, then renamed into place. A re-export replaces the old folder only then, in one step.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import ctypes
+import errno
 import importlib.util
 import json
 import logging
+import os
+import re
+import shutil
+import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +37,8 @@ from transformer.attention import AttentionCache
 from transformer.data import Tokenizer
 from transformer.decoding import DecodingConfig, greedy_search
 from transformer.errors import UserError
-from transformer.export.runtime import ExportedClassifier, load
-from transformer.export.spec import FORMATS, METADATA, Spec, layer_names
+from transformer.export.runtime import ExportedClassifier, load, read_export
+from transformer.export.spec import FORMATS, METADATA, VERSION, ExportError, Spec, digest, file_sha256, layer_names
 from transformer.model import EncoderClassifier, EncoderDecoder
 from transformer.schema import ExportConfig, typed
 
@@ -230,29 +241,47 @@ def export_model(
     decoding: DecodingConfig | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> list[Path]:
-    """Write the graphs of `model` (an EncoderClassifier or EncoderDecoder) and export.json into out_dir.
+    """Write the graphs of `model` (an EncoderClassifier or EncoderDecoder) and export.json into out_dir, a new folder
+    or an earlier export, which it replaces once the new one is complete and verified (`replacing`).
 
     `metadata` adds to export.json (the checkpoint, tokenizers, labels: export() passes them). Returns the files."""
     check_settings(fmt, opset)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with replacing(out_dir) as folder:
+        names = write_export(model, folder, fmt, opset, decoding, metadata)
+    return [Path(out_dir) / name for name in names]
+
+
+def write_export(
+    model: nn.Module,
+    folder: Path,
+    fmt: str,
+    opset: int,
+    decoding: DecodingConfig | None = None,
+    metadata: dict[str, Any] | None = None,
+    checked: bool = False,
+) -> list[str]:
+    """The graphs of `model` and export.json, sealed over every file in `folder` (the tokenizers written before
+    included). checked: run the graphs against `model` first (check) and record what it measured. Returns the
+    folder's file names."""
     model = model.eval()
     c = model.config
-    written, described = [], {}
+    described = {}
     for name, wrapper in graphs(model).items():
-        path = out / f"{name}{FORMATS[fmt]}"
-        written += write_graph(wrapper, path, fmt, opset, c.max_positions)
+        path = folder / f"{name}{FORMATS[fmt]}"
+        write_graph(wrapper, path, fmt, opset, c.max_positions)
         described[name] = {
             "file": path.name,
             "inputs": {k: spec.to_dict() for k, spec in wrapper.inputs.items()},
             "outputs": {k: spec.to_dict() for k, spec in wrapper.outputs.items()},
         }
     d = decoding or DecodingConfig()
+    classifier = isinstance(model, EncoderClassifier)
     meta = {
+        "version": VERSION,
         "format": fmt,
         "opset": opset if fmt == "onnx" else None,
         "torch_version": torch.__version__,
-        "objective": "classification" if isinstance(model, EncoderClassifier) else "seq2seq",
+        "objective": "classification" if classifier else "seq2seq",
         "pad_id": Tokenizer.pad_id,
         "unk_id": Tokenizer.unk_id,
         "bos_id": Tokenizer.bos_id,
@@ -268,10 +297,29 @@ def export_model(
             "length_penalty": d.length_penalty,
         },
         "graphs": described,
+        "tokenizers": None,
         **(metadata or {}),
     }
-    (out / METADATA).write_text(json.dumps(meta, indent=2) + "\n")
-    return [*written, out / METADATA]
+    # a classifier's names by class id (a checkpoint without names: the ids themselves); a seq2seq model has none
+    meta["label_names"] = (meta.get("label_names") or [str(k) for k in range(c.num_classes)]) if classifier else None
+    meta["check"] = None
+    seal(folder, meta)
+    if checked:
+        meta["check"] = check(model, folder)
+        seal(folder, meta)
+    return sorted(path.name for path in folder.iterdir())
+
+
+def seal(folder: Path, meta: dict[str, Any]) -> None:
+    """Write export.json with the size and SHA-256 of every other file in folder and, last, its own digest."""
+    meta["files"] = {
+        path.name: {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+        for path in sorted(folder.iterdir())
+        if path.name != METADATA
+    }
+    meta.pop("digest", None)
+    meta["digest"] = digest(meta)
+    (folder / METADATA).write_text(json.dumps(meta, indent=2, allow_nan=False) + "\n")
 
 
 def write_tokenizers(artifacts: Artifacts, out: Path) -> dict[str, str]:
@@ -285,27 +333,27 @@ def write_tokenizers(artifacts: Artifacts, out: Path) -> dict[str, str]:
 
 
 def export(cfg: DictConfig) -> list[Path]:
-    """transformer-export: a checkpoint's graphs, tokenizers and export.json (ExportConfig). Returns the files."""
+    """transformer-export: a checkpoint's graphs, tokenizers and export.json (ExportConfig), written atomically and
+    checked against PyTorch (check=true) before they take the place of an earlier export. Returns the files."""
     from transformer.inference import open_fine_tuned  # Lightning and the task modules: only when exporting
 
     config: ExportConfig = typed(cfg)
     check_settings(config.format, config.opset)
+    if config.output_dir:  # refused before the checkpoint is read (replacing checks again)
+        check_output_dir(Path(config.output_dir).resolve())
     path, artifacts, module = open_fine_tuned(config.ckpt)
     out = Path(config.output_dir) if config.output_dir else path.resolve().parent / f"export_{config.format}"
-    out.mkdir(parents=True, exist_ok=True)
-    names = write_tokenizers(artifacts, out)
     metadata = {
         "checkpoint": str(path.resolve()),
         "task": artifacts.task,
         "label_names": artifacts.label_names,
         "max_source_len": artifacts.max_source_len,
-        "tokenizers": names,
     }
     decoding = getattr(module, "decoding", None)
-    written = export_model(module.model, out, config.format, config.opset, decoding, metadata)
-    if config.check:
-        check(module.model, out)
-    return [out / name for name in sorted(set(names.values()))] + written
+    with replacing(out) as folder:
+        metadata["tokenizers"] = write_tokenizers(artifacts, folder)
+        names = write_export(module.model, folder, config.format, config.opset, decoding, metadata, config.check)
+    return [out / name for name in names]
 
 
 def check_settings(fmt: str, opset: int) -> None:
@@ -322,6 +370,129 @@ def check_settings(fmt: str, opset: int) -> None:
     missing = [name for name in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(name) is None]
     if missing:
         raise UserError(f"format=onnx needs {', '.join(missing)}: pip install 'transformer[export]'")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Writing a folder atomically: a temporary folder beside the target, verified, then renamed into place
+
+RENAME_EXCHANGE = 2  # renameat2's flag (linux/fs.h): swap two paths in one step
+AT_FDCWD = -100  # renameat2's "relative to the working directory"
+
+
+@contextlib.contextmanager
+def replacing(out_dir: str | Path) -> Iterator[Path]:
+    """A new, empty temporary folder beside out_dir (`.<name>.tmp-<pid>`) to write an export into. When the block
+    ends, the folder is verified (read_export: the digest, schema and hashes a runtime will check), flushed to disk
+    and put in out_dir's place in one step, so out_dir always holds the old complete export or the new one. On an
+    error out_dir stays as it was and the temporary folder is removed; one left by a killed export is removed by the
+    next export to the same place."""
+    out = Path(out_dir).resolve()
+    check_output_dir(out)
+    remove_leftovers(out)
+    staging = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
+    except OSError as error:
+        raise ExportError(
+            f"cannot write output_dir {out} ({error.strerror}): pass an output_dir in a folder you can write"
+        ) from error
+    try:
+        yield staging
+        try:
+            read_export(staging)  # what a runtime will verify; the writer's own bug if it fails
+        except ExportError as error:
+            raise ExportMismatch(f"the new export does not verify: {error}") from error
+        sync(staging)
+        swap(staging, out)
+        sync(out.parent)
+    finally:
+        discard(staging)  # the old export after the swap; the incomplete new one after an error
+
+
+def check_output_dir(out: Path) -> None:
+    """out is new, an empty folder, or an earlier export (it has export.json): the export replaces it as a whole.
+    Anything else (a file, a folder of other files) is refused before anything is written."""
+    existing = next(path for path in (out, *out.parents) if path.exists())
+    if existing == out.parent == out:
+        raise ExportError(f"output_dir {out} is the file system's root: pass a folder below it")
+    if not existing.is_dir():
+        where = "is a file" if existing == out else f"is inside {existing}, which is a file"
+        raise ExportError(f"output_dir {out} {where}: pass a folder (a new one, or an earlier export to replace)")
+    if existing == out and any(out.iterdir()) and not (out / METADATA).is_file():
+        raise ExportError(
+            f"output_dir {out} is not an export (it holds other files and no {METADATA}), and an export replaces its "
+            f"folder as a whole: pass a new or empty folder, or an earlier export"
+        )
+
+
+def remove_leftovers(out: Path) -> None:
+    """The temporary folders of earlier exports to `out` whose process has ended (killed mid-export)."""
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.tmp-(\d+)(-old)?")
+    for path in out.parent.iterdir() if out.parent.is_dir() else ():
+        match = pattern.fullmatch(path.name)
+        if match and path.is_dir() and not running(int(match[1])):
+            discard(path)
+
+
+def running(pid: int) -> bool:
+    """Whether another process with this id runs on this machine (our own id: a folder we no longer write)."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def discard(folder: Path) -> None:
+    """Remove a temporary folder; what a failure leaves, the next export removes."""
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def sync(folder: Path) -> None:
+    """Flush a folder's files and its entries to disk, so that a power loss after the rename cannot leave it partial."""
+    for path in [*(p for p in folder.iterdir() if p.is_file()), folder]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def swap(staging: Path, out: Path) -> None:
+    """Put the new export (staging) at out. An old one there is exchanged with it in one step where the system can
+    (Linux renameat2), so out is never absent; elsewhere two renames leave out absent for that moment, with the old
+    export kept beside it. Either way the old export ends up at staging's path, for discard."""
+    if not out.exists():
+        os.rename(staging, out)
+        return
+    if exchange(staging, out):
+        return
+    old = staging.with_name(f"{staging.name}-old")
+    os.rename(out, old)
+    os.rename(staging, out)
+    os.rename(old, staging)
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 with RENAME_EXCHANGE, glibc 2.28+). False where the system or the
+    file system cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(a), None, str(b))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -342,9 +513,10 @@ def check_sample(vocab_size: int, max_len: int, pad_id: int = Tokenizer.pad_id) 
     return src
 
 
-def check(model: nn.Module, folder: str | Path, src: np.ndarray | None = None) -> None:
+def check(model: nn.Module, folder: str | Path, src: np.ndarray | None = None) -> dict[str, Any]:
     """Run the export in `folder` against `model` on src (default: check_sample): class probabilities within
-    CHECK_ATOL, or greedy decoding token for token. Raises ExportMismatch."""
+    CHECK_ATOL, or greedy decoding token for token. Returns what it measured (export.json's `check`); raises
+    ExportMismatch."""
     runtime = load(folder)
     c = model.config
     src = check_sample(c.vocab_size, runtime.meta["max_source_len"]) if src is None else src
@@ -354,7 +526,7 @@ def check(model: nn.Module, folder: str | Path, src: np.ndarray | None = None) -
         error = float(np.abs(runtime.probabilities(src) - expected).max())
         if not error <= CHECK_ATOL:
             raise ExportMismatch(f"{folder}: class probabilities differ from PyTorch's by {error:.2e} > {CHECK_ATOL}")
-        return
+        return {"against": "pytorch", "rows": len(src), "max_abs_error": error, "atol": CHECK_ATOL}
     d = runtime.meta["decoding"]
     m = runtime.meta
     expected = greedy_search(model, torch.from_numpy(src), m["bos_id"], m["eos_id"], d["max_len_a"], d["max_len_b"],
@@ -363,3 +535,4 @@ def check(model: nn.Module, folder: str | Path, src: np.ndarray | None = None) -
     if got != expected:
         row = next(i for i, (g, e) in enumerate(zip(got, expected, strict=True)) if g != e)
         raise ExportMismatch(f"{folder}: greedy decoding of row {row} gives {got[row]}, PyTorch {expected[row]}")
+    return {"against": "pytorch", "rows": len(src), "tokens": sum(map(len, expected)), "identical": True}
