@@ -73,7 +73,6 @@ OPTION_TYPES: dict[str, type] = {
     "seed": int,  # or null: fresh samples
 }
 OPTION_LIMITS = {"beam_size": "max_beam_size", "nbest": "max_nbest", "max_len_b": "max_len_b"}  # option: ServeConfig
-MAX_LENGTH_PENALTY = 10.0  # |length_penalty| beyond ~100 over- or underflows length ** length_penalty (a 500)
 LIMIT_KEYS = ("max_batch_size", "batch_timeout", "max_texts", "max_chars", "max_request_bytes", *OPTION_LIMITS.values())
 REQUEST_SHAPE = '{"text": <a string or a list of strings>, "decoding": {<options>}}'
 
@@ -208,17 +207,12 @@ def option_value(key: str, value: Any) -> Any:
 
 
 def check_limits(decoding: DecodingConfig, config: ServeConfig) -> None:
-    """The server's caps on the costliest settings (beam size, n-best list, generated-token budget), and the
-    length penalties whose scores stay finite."""
+    """The server's caps on the costliest settings (beam size, n-best list, generated-token budget); the ranges in
+    which the arithmetic stays finite are DecodingConfig's own."""
     for key, limit_key in OPTION_LIMITS.items():
         value, limit = getattr(decoding, key), getattr(config, limit_key)
         if value > limit:
             raise ConfigError(f"decoding.{key}={value} is over the server's limit {limit_key}={limit}")
-    if abs(decoding.length_penalty) > MAX_LENGTH_PENALTY:
-        raise ConfigError(
-            f"decoding.length_penalty={decoding.length_penalty} is outside the server's range "
-            f"[-{MAX_LENGTH_PENALTY:g}, {MAX_LENGTH_PENALTY:g}]"
-        )
 
 
 # --- dynamic batching ---
