@@ -394,7 +394,9 @@ class Batcher:
         """Runs batch after batch until cancelled."""
         loop = asyncio.get_running_loop()
         while True:
-            batch = await self.next_batch()
+            batch = [job for job in await self.next_batch() if self.wanted(job)]  # or given up on while it gathered
+            if not batch:
+                continue
             for job in batch:
                 job.started = True
             start = time.perf_counter()

@@ -9,6 +9,7 @@ import dataclasses
 import http.client
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -119,6 +120,12 @@ def test_server_settings_are_checked():
         ServeConfig(ckpt="x", port=70000)
     with pytest.raises(ConfigError, match="batch_timeout must be >= 0"):
         ServeConfig(ckpt="x", batch_timeout=-1)
+    with pytest.raises(ConfigError, match="max_queued must be >= 1, got 0"):
+        ServeConfig(ckpt="x", max_queued=0)
+    for key in ("body_timeout", "request_timeout", "idle_timeout", "shutdown_timeout"):
+        for bad in (0.0, -1.0, math.inf, math.nan):
+            with pytest.raises(ConfigError, match=f"^{key} must be a positive number of seconds, got"):
+                ServeConfig(ckpt="x", **{key: bad})
     with socket.create_server(("127.0.0.1", 0)) as taken, pytest.raises(UserError, match="cannot listen on"):
         listen("127.0.0.1", taken.getsockname()[1])
 
