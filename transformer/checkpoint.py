@@ -50,6 +50,7 @@ FORMAT = 3  # 2: task metrics moved from config.decoding.metrics to config.task.
 READABLE_FORMATS = (1, 2, 3)
 KEY = "transformer"  # our entry in Lightning's checkpoint dict
 FULL_KEYS = ("optimizer_states", "lr_schedulers", "loops")  # what resuming needs beyond the weights
+ZIP_MAGIC = b"PK\x03\x04"  # the first bytes of a torch.save file: a zip archive's local file header
 SHARDED_META = "meta.pt"  # Lightning's name for a sharded checkpoint's non-tensor part
 RUN_DIR_CHOICES = ("averaged", "best", "last")
 
@@ -207,6 +208,8 @@ def load_checkpoint(path: str | Path, objective: str | None = None, tensors: boo
         raise CheckpointError(
             f"checkpoint {path} does not exist: pass a run directory or <run dir>/checkpoints/<name>.ckpt"
         )
+    if path.is_file():
+        check_archive(path)
     try:
         checkpoint = read_sharded(path, tensors) if path.is_dir() else torch.load(path, "cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as error:
@@ -223,6 +226,24 @@ def load_checkpoint(path: str | Path, objective: str | None = None, tensors: boo
             f"{objective} one: pass a checkpoint trained with a matching task"
         )
     return checkpoint
+
+
+def check_archive(path: Path) -> None:
+    """A checkpoint file is the zip archive that torch.save writes (PyTorch >= 1.6): anything else (a text file,
+    random bytes) is refused here, before torch.load's unpickler fails on it with an arbitrary error (IndexError,
+    KeyError, ...)."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(len(ZIP_MAGIC))
+    except OSError as error:
+        reason = error.strerror or error
+        raise CheckpointError(f"cannot read checkpoint {path} ({reason}): check its permissions") from None
+    if head != ZIP_MAGIC:
+        what = "it is empty" if not head else "it does not start as the zip archive torch.save writes"
+        raise CheckpointError(
+            f"checkpoint {path} is not a PyTorch checkpoint ({what}): pass a .ckpt written by scripts/train.py, "
+            f"or its run directory"
+        )
 
 
 def read_sharded(path: Path, tensors: bool) -> dict[str, Any]:

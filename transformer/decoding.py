@@ -49,11 +49,24 @@ class DecodingConfig:
             )
         if self.no_repeat_ngram_size < 0:
             raise ConfigError(f"decoding.no_repeat_ngram_size must be >= 0, got {self.no_repeat_ngram_size}")
-        if self.temperature <= 0 or self.top_k < 0 or not 0 < self.top_p <= 1:
-            raise ConfigError(
-                f"sampling needs temperature > 0, top_k >= 0 and 0 < top_p <= 1, got {self.temperature}, "
-                f"{self.top_k}, {self.top_p}"
-            )
+        if self.top_k < 0:
+            raise ConfigError(f"decoding.top_k must be >= 0 (0: all tokens), got {self.top_k}")
+        for key, (low, high, why) in BOUNDS.items():
+            value = getattr(self, key)
+            if not low <= value <= high:  # written so that NaN fails too
+                raise ConfigError(f"decoding.{key}={value} is outside [{low:g}, {high:g}]: {why}")
+
+
+# The settings' sane ranges. Beyond them the arithmetic breaks rather than the search: logits / 1e-300 are inf and
+# sample NaN; a top_p below float32's smallest number rounds to 0 and bans every token; a * length in float32 is inf
+# for a = 1e308, and inf cast to a length is a 1-token budget; length ** 1e300 overflows a score.
+BOUNDS: dict[str, tuple[float, float, str]] = {
+    "temperature": (0.01, 100.0, "below 0.01 sampling is argmax (decoding.sampling=false), above 100 uniform"),
+    "top_p": (1e-6, 1.0, "the nucleus' probability mass; below 1e-6 it is the most likely token alone (top_k=1)"),
+    "max_len_a": (0.0, 100.0, "the budget is a * source tokens + b, and the model's positions cap it anyway"),
+    "max_len_b": (0, 100_000, "the budget is a * source tokens + b, and the model's positions cap it anyway"),
+    "length_penalty": (-10.0, 10.0, "scores divide by length ** length_penalty, which over- or underflows beyond"),
+}
 
 
 def max_lengths(src_pad_mask: Tensor, max_len_a: float, max_len_b: int, limit: int) -> Tensor:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
+from torch import Tensor
 
 from transformer.attend import AttentionMaps, pieces, record_attention, stack_layers
 from transformer.checkpoint import Artifacts, CheckpointError, open_checkpoint, write_json
@@ -118,7 +120,9 @@ class Predictor:
 
     predictor(texts) -> one result per text: {"label", "probability", "probabilities"} (classification), or
     {"output", "score", "nbest": [{"output", "score"}, ...]} (seq2seq; nbest holds decoding.nbest hypotheses,
-    best first, scored as beam search scores them). Inputs longer than the model's source length are truncated.
+    best first, scored as beam search scores them), or None for a text that yields no tokens (zero-width or
+    control characters only: the tokenizer drops them), which the model never sees. Inputs longer than the model's
+    source length are truncated.
     """
 
     def __init__(self, ckpt: str, decoding: dict[str, Any] | None = None) -> None:
@@ -136,35 +140,65 @@ class Predictor:
     @torch.inference_mode()
     def __call__(
         self, texts: list[str], decoding: DecodingConfig | None = None, seeds: list[int] | None = None
-    ) -> list[dict[str, Any]]:
-        """Results for texts (non-empty strings); decoding replaces the checkpoint's settings, seeds (one per
-        text) fix the sampling draws of each text whatever else shares its batch."""
+    ) -> list[dict[str, Any] | None]:
+        """Results for texts; decoding replaces the checkpoint's settings, seeds (one per text) fix the sampling
+        draws of each text whatever else shares its batch. A text without tokens gets None: an all-padding row
+        would give NaN (a classifier's pooling over nothing, a decoder attending to nothing) and, in a decoding
+        batch, fail its neighbours."""
         ids = [row[: self.max_source_len] for row in self.encode(texts)]
-        src = pad_sequences(ids, self.src_tokenizer.pad_id)  # (B, S)
-        if self.objective == "classification":
-            probs = self.module(src).float().softmax(-1)  # (B, C)
-            results = []
-            for row in probs.tolist():
-                best = max(range(len(row)), key=row.__getitem__)
-                results.append(
-                    {
-                        "label": self.label_names[best],
-                        "probability": row[best],
-                        "probabilities": dict(zip(self.label_names, row, strict=True)),
-                    }
-                )
+        rows = [i for i, row in enumerate(ids) if row]
+        results: list[dict[str, Any] | None] = [None] * len(texts)
+        if not rows:
             return results
+        src = pad_sequences([ids[i] for i in rows], self.src_tokenizer.pad_id)  # (B, S)
+        if self.objective == "classification":
+            answers = self.classify(src)
+        else:
+            answers = self.generate(src, decoding or self.decoding, None if seeds is None else [seeds[i] for i in rows])
+        for i, answer in zip(rows, answers, strict=True):
+            results[i] = answer
+        return results
+
+    def classify(self, src: Tensor) -> list[dict[str, Any]]:
+        probs = self.module(src).float().softmax(-1)  # (B, C)
+        self.check_finite(probs.isfinite().all(), "probabilities")
+        results = []
+        for row in probs.tolist():
+            best = max(range(len(row)), key=row.__getitem__)
+            results.append(
+                {
+                    "label": self.label_names[best],
+                    "probability": row[best],
+                    "probabilities": dict(zip(self.label_names, row, strict=True)),
+                }
+            )
+        return results
+
+    def generate(self, src: Tensor, decoding: DecodingConfig, seeds: list[int] | None) -> list[dict[str, Any]]:
         tok = self.tgt_tokenizer
-        outputs = generate(self.module.model, src, tok.bos_id, tok.eos_id, decoding or self.decoding, seeds)
+        outputs = generate(self.module.model, src, tok.bos_id, tok.eos_id, decoding, seeds)
+        # beam search finishes only hypotheses with finite scores: none at all means the model gave NaN
+        self.check_finite(all(hyps and all(math.isfinite(score) for score, _ in hyps) for hyps in outputs), "scores")
         results = []
         for hyps in outputs:
             nbest = [{"output": tok.decode(tokens), "score": score} for score, tokens in hyps]
             results.append({"output": nbest[0]["output"], "score": nbest[0]["score"], "nbest": nbest})
         return results
 
-    def lines(self, result: dict[str, Any], number: int) -> list[str]:
+    def check_finite(self, finite: bool | Tensor, what: str) -> None:
+        """No NaN is ever returned as a probability or a score: a model that gives one has damaged weights."""
+        if not finite:
+            raise CheckpointError(
+                f"{self.path} gives non-finite {what} (NaN or inf) on real text: its weights are damaged; use an "
+                f"earlier checkpoint of the run, or retrain"
+            )
+
+    def lines(self, result: dict[str, Any] | None, number: int) -> list[str]:
         """predict.py's output lines for one result: `label<TAB>probability`, the output text, or with
-        decoding.nbest > 1 one `number<TAB>score<TAB>output` line per hypothesis (fairseq's H lines)."""
+        decoding.nbest > 1 one `number<TAB>score<TAB>output` line per hypothesis (fairseq's H lines); one empty
+        line for no result (an input without tokens)."""
+        if result is None:
+            return [""]
         if self.objective == "classification":
             return [f"{result['label']}\t{result['probability']:.4f}"]
         if len(result["nbest"]) == 1:
@@ -174,8 +208,8 @@ class Predictor:
 
 def predict(cfg: DictConfig, stdin: Iterable[str] | None = None) -> list[str]:
     """Label with probability (classification) or generated text (seq2seq) for each input line, in order; an
-    empty input line gives an empty output line. With interactive=true, answers each line of standard input as
-    soon as it is read, and returns nothing."""
+    empty input line, or one without tokens (said on stderr), gives an empty output line. With interactive=true,
+    answers each line of standard input as soon as it is read, and returns nothing."""
     config: PredictConfig = typed(cfg)
     if config.batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {config.batch_size}")
@@ -193,10 +227,20 @@ def predict(cfg: DictConfig, stdin: Iterable[str] | None = None) -> list[str]:
         rows = todo[start : start + config.batch_size]
         results = predictor([texts[i] for i in rows], seeds=sampling_seeds(predictor.decoding, rows))
         for i, result in zip(rows, results, strict=True):
+            if result is None:
+                say_no_tokens(f"input line {i + 1}")
             answers[i] = predictor.lines(result, i)
     for i in range(len(texts)):
         outputs += answers.get(i, [""])
     return outputs
+
+
+def say_no_tokens(where: str) -> None:
+    print(
+        f"{where} yields no tokens (only characters the tokenizer drops, such as zero-width or control characters): "
+        f"its output is an empty line",
+        file=sys.stderr,
+    )
 
 
 def interact(predictor: Predictor, lines: Iterable[str]) -> None:
@@ -212,8 +256,10 @@ def interact(predictor: Predictor, lines: Iterable[str]) -> None:
         if line is None:
             break
         text = line.rstrip("\n")
-        seeds = sampling_seeds(predictor.decoding, [number])
-        answer = predictor.lines(predictor([text], seeds=seeds)[0], number) if text.strip() else [""]
+        result = predictor([text], seeds=sampling_seeds(predictor.decoding, [number]))[0] if text.strip() else None
+        if text.strip() and result is None:
+            say_no_tokens("this line")
+        answer = predictor.lines(result, number)
         print("\n".join(answer), flush=True)
 
 
@@ -225,8 +271,26 @@ def read_inputs(text: str | None, input_file: str | None, stdin: Iterable[str] |
         path = Path(input_file)
         if not path.is_file():
             raise UserError(f"input file {path} does not exist: pass input=<text file, one line each>")
-        return path.read_text(encoding="utf-8").splitlines()
-    return [line.rstrip("\n") for line in (stdin if stdin is not None else sys.stdin)]
+        try:
+            return path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as error:
+            raise not_text(f"input file {path}", error) from None
+        except OSError as error:
+            raise UserError(
+                f"cannot read input file {path} ({error.strerror or error}): check its permissions"
+            ) from None
+    try:
+        return [line.rstrip("\n") for line in (stdin if stdin is not None else sys.stdin)]
+    except UnicodeDecodeError as error:
+        raise not_text("standard input", error) from None
+
+
+def not_text(what: str, error: UnicodeDecodeError) -> UserError:
+    byte = error.object[error.start : error.start + 1].hex()
+    return UserError(
+        f"{what} is not UTF-8 text (byte 0x{byte} at offset {error.start}: {error.reason}): pass a text file, one "
+        f"input per line (convert it with iconv -t UTF-8)"
+    )
 
 
 @torch.inference_mode()
@@ -235,7 +299,10 @@ def attention_maps(module, artifacts: Artifacts, text: str, target: str | None =
     is the module's own (its decoding settings) unless `target` is given, which is then force-decoded."""
     src_ids = artifacts.src_tokenizer.encode([text])[0][: artifacts.max_source_len]
     if not src_ids:
-        raise ValueError('the input text is empty: pass text="..." with at least one word')
+        raise UserError(
+            f"the input text {text!r} yields no tokens (it is empty, or holds only characters the tokenizer drops): "
+            f'pass text="..." with at least one word'
+        )
     out_ids = None
     if target is not None:
         out_ids = artifacts.tgt_tokenizer.encode([target])[0][: module.model.config.max_positions - 1]

@@ -13,6 +13,7 @@ signatures we do not copy.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
@@ -294,15 +295,26 @@ class ServeConfig:
     max_beam_size: int = 8
     max_nbest: int = 8
     max_len_b: int = 256  # cap on a request's generated-token budget term
+    # under load and abuse:
+    max_queued: int = 64  # requests waiting for the model; the next one gets a 503 with Retry-After
+    body_timeout: float = 10.0  # seconds for a request's whole body to arrive, else a 408 (a stalled client)
+    request_timeout: float = 60.0  # seconds from a request's body to its answer, else a 504 (and it is dropped)
+    idle_timeout: float = 5.0  # seconds a connection may stay open with no request in progress (keep-alive, or a
+    # new connection that has not sent a whole request head)
+    shutdown_timeout: float = 10.0  # SIGTERM / Ctrl-C: seconds to answer the accepted requests before exiting
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be between 0 (any free port) and 65535, got {self.port}")
         if self.batch_timeout < 0:
             raise ConfigError(f"batch_timeout must be >= 0 seconds, got {self.batch_timeout}")
-        for key in ("max_batch_size", "max_texts", "max_chars", "max_request_bytes", "max_beam_size", "max_nbest"):
+        for key in ("max_batch_size", "max_texts", "max_chars", "max_request_bytes", "max_beam_size", "max_nbest",
+                    "max_queued"):  # fmt: skip
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+        for key in ("body_timeout", "request_timeout", "idle_timeout", "shutdown_timeout"):
+            if not 0 < getattr(self, key) < math.inf:
+                raise ConfigError(f"{key} must be a positive number of seconds, got {getattr(self, key)}")
         if self.max_len_b < 0:
             raise ConfigError(f"max_len_b must be >= 0, got {self.max_len_b}")
 

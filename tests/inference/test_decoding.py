@@ -3,6 +3,7 @@ blocking; and predict.py's n-best lines and interactive mode."""
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -168,11 +169,51 @@ def test_decoding_config_rejects_impossible_settings():
     with pytest.raises(ConfigError, match="nbest=5 must be between 1 and decoding.beam_size=4"):
         DecodingConfig(beam_size=4, nbest=5)
     DecodingConfig(beam_size=1, nbest=5, sampling=True)  # sampling draws as many as asked
-    for bad in ({"temperature": 0.0}, {"top_k": -1}, {"top_p": 0.0}, {"top_p": 1.5}):
-        with pytest.raises(ConfigError, match="sampling needs"):
+    impossible = [({"temperature": 0.0}, "temperature=0.0 is outside"), ({"top_k": -1}, "top_k must be >= 0"),
+                  ({"top_p": 0.0}, "top_p=0.0 is outside"), ({"top_p": 1.5}, "top_p=1.5 is outside")]  # fmt: skip
+    for bad, reason in impossible:
+        with pytest.raises(ConfigError, match=reason):
             DecodingConfig(**bad)
     with pytest.raises(ConfigError, match="no_repeat_ngram_size"):
         DecodingConfig(no_repeat_ngram_size=-1)
+
+
+DEGENERATE = [
+    # (setting, part of the one-line reason): values that once gave NaN probabilities or a wrong length budget
+    ({"temperature": 1e-300}, "decoding.temperature=1e-300 is outside [0.01, 100]"),
+    ({"temperature": -1.5}, "decoding.temperature=-1.5 is outside [0.01, 100]"),
+    ({"temperature": 1e300}, "decoding.temperature=1e+300 is outside [0.01, 100]"),
+    ({"temperature": math.nan}, "decoding.temperature=nan is outside [0.01, 100]"),
+    ({"top_p": 1e-300}, "decoding.top_p=1e-300 is outside [1e-06, 1]"),
+    ({"top_p": math.nan}, "decoding.top_p=nan is outside [1e-06, 1]"),
+    ({"max_len_a": 1e308}, "decoding.max_len_a=1e+308 is outside [0, 100]"),
+    ({"max_len_a": -0.5}, "decoding.max_len_a=-0.5 is outside [0, 100]"),
+    ({"max_len_a": math.inf}, "decoding.max_len_a=inf is outside [0, 100]"),
+    ({"max_len_b": 10**30}, "decoding.max_len_b=1000000000000000000000000000000 is outside [0, 100000]"),
+    ({"max_len_b": -1}, "decoding.max_len_b=-1 is outside [0, 100000]"),
+    ({"length_penalty": 1e300}, "decoding.length_penalty=1e+300 is outside [-10, 10]"),
+    ({"length_penalty": -11}, "decoding.length_penalty=-11 is outside [-10, 10]"),
+    ({"length_penalty": math.nan}, "decoding.length_penalty=nan is outside [-10, 10]"),
+]
+
+
+@pytest.mark.parametrize(("setting", "reason"), DEGENERATE, ids=[r.split(" is")[0] for _, r in DEGENERATE])
+def test_decoding_config_bounds_numerically_degenerate_settings(setting, reason):
+    with pytest.raises(ConfigError) as caught:
+        DecodingConfig(sampling=True, **setting)
+    assert str(caught.value).startswith(reason) and "\n" not in str(caught.value)
+
+
+def test_the_bounds_keep_every_setting_they_allow_finite():
+    """At the edges of the bounds, sampling still draws from finite probabilities and budgets stay in range."""
+    model = peaked_model()
+    src = random_batch([6, 3, 5], seed=4)
+    edges = [{"temperature": 0.01, "top_p": 1e-6}, {"temperature": 100.0}, {"max_len_a": 100.0, "max_len_b": 100000},
+             {"length_penalty": -10.0}, {"length_penalty": 10.0}]  # fmt: skip
+    for edge in edges:
+        config = DecodingConfig(sampling=True, seed=0, nbest=2, **edge)
+        for hyps in generate(model, src, BOS, EOS, config):
+            assert all(math.isfinite(score) for score, _ in hyps), (edge, hyps)
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,10 @@ import dataclasses
 import http.client
 import json
 import logging
+import math
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -22,16 +24,18 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-import uvicorn
-from helpers import ROOT, TINY_RUN, run_script
+from helpers import ROOT, run_script
+from prometheus_client.parser import text_string_to_metric_families
 
 from transformer.decoding import DecodingConfig, mix_seed
 from transformer.errors import ConfigError, UserError
 from transformer.inference import Predictor
 from transformer.schema import ServeConfig
 from transformer.serve import Batcher, Job, ModelError, RequestError, build_app, listen, parse_request
+from transformer.serve import server as make_server
 
 LIMITS = ["max_texts=4", "max_chars=200", "max_request_bytes=8192", "max_beam_size=5", "max_nbest=3"]
+TIMEOUTS = ["idle_timeout=1", "body_timeout=1"]  # short, for the tests of stalled and idle clients
 CONFIG = ServeConfig(ckpt="unused", max_texts=4, max_chars=200, max_request_bytes=8192, max_beam_size=5, max_nbest=3)
 
 # (body, status, part of the one-line reason): every way a request can be wrong
@@ -64,15 +68,14 @@ BAD_REQUESTS = [
     ),
     (b'{"text": "a", "decoding": {"sampling": true, "nbest": 4}}', 400, "limit max_nbest=3"),
     (b'{"text": "a", "decoding": {"max_len_b": 300}}', 400, "decoding.max_len_b=300 is over the server's limit"),
-    (b'{"text": "a", "decoding": {"sampling": true, "temperature": 0}}', 400, "sampling needs temperature > 0"),
-    (b'{"text": "a", "decoding": {"sampling": true, "temperature": -1.5}}', 400, "sampling needs temperature > 0"),
+    (b'{"text": "a", "decoding": {"sampling": true, "temperature": 0}}', 400, "temperature=0.0 is outside [0.01"),
+    (b'{"text": "a", "decoding": {"sampling": true, "temperature": -1.5}}', 400, "temperature=-1.5 is outside"),
+    (b'{"text": "a", "decoding": {"sampling": true, "temperature": 1e-300}}', 400, "temperature=1e-300 is outside"),
+    (b'{"text": "a", "decoding": {"sampling": true, "top_p": 1e-300}}', 400, "top_p=1e-300 is outside [1e-06, 1]"),
+    (b'{"text": "a", "decoding": {"max_len_a": 1e308}}', 400, "max_len_a=1e+308 is outside [0, 100]"),
     (b'{"text": "a", "decoding": {"beam_size": 2, "nbest": 3}}', 400, "decoding.nbest=3 must be between 1 and"),
     (b'{"text": "a", "decoding": {"beam_size": 0}}', 400, "beam sizes must be >= 1"),
-    (
-        b'{"text": "a", "decoding": {"length_penalty": -200}}',
-        400,
-        "length_penalty=-200.0 is outside the server's range",
-    ),
+    (b'{"text": "a", "decoding": {"length_penalty": -200}}', 400, "length_penalty=-200.0 is outside [-10, 10]"),
 ]
 
 
@@ -117,6 +120,12 @@ def test_server_settings_are_checked():
         ServeConfig(ckpt="x", port=70000)
     with pytest.raises(ConfigError, match="batch_timeout must be >= 0"):
         ServeConfig(ckpt="x", batch_timeout=-1)
+    with pytest.raises(ConfigError, match="max_queued must be >= 1, got 0"):
+        ServeConfig(ckpt="x", max_queued=0)
+    for key in ("body_timeout", "request_timeout", "idle_timeout", "shutdown_timeout"):
+        for bad in (0.0, -1.0, math.inf, math.nan):
+            with pytest.raises(ConfigError, match=f"^{key} must be a positive number of seconds, got"):
+                ServeConfig(ckpt="x", **{key: bad})
     with socket.create_server(("127.0.0.1", 0)) as taken, pytest.raises(UserError, match="cannot listen on"):
         listen("127.0.0.1", taken.getsockname()[1])
 
@@ -210,35 +219,227 @@ def test_a_model_error_fails_only_its_call_with_a_logged_traceback(caplog):
     assert "Traceback" in caplog.text and "RuntimeError: boom" in caplog.text
 
 
-def test_a_model_error_is_a_one_line_500_and_the_server_goes_on(caplog):
-    """The app in-process on uvicorn, in a thread, around a model that fails on "boom"."""
-    sock = listen("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(build_app(FakePredictor(), CONFIG), log_config=None, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
-    thread.start()
-    try:
+class GatedPredictor(FakePredictor):
+    """A FakePredictor whose model call on a text containing "hold" blocks until `gate` is set: a model that is
+    busy exactly as long as a test wants."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate, self.holding = threading.Event(), threading.Event()
+
+    def __call__(self, texts, decoding=None, seeds=None):
+        results = super().__call__(texts, decoding, seeds)  # the call is recorded as it starts
+        if any("hold" in text for text in texts):
+            self.holding.set()
+            assert self.gate.wait(60), "the test never opened the gate"
+        return results
+
+
+class InProcess:
+    """The app on a real uvicorn server (serve.server: its protocol, timeouts and graceful shutdown) on a free
+    loopback port, in a thread of the test process; `stop()` is what SIGTERM does (uvicorn's should_exit)."""
+
+    def __init__(self, predictor, **settings: Any) -> None:
+        self.config = dataclasses.replace(CONFIG, **settings)
+        sock = listen("127.0.0.1", 0)
+        self.port = sock.getsockname()[1]
+        self.server = make_server(build_app(predictor, self.config), self.config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]})
+        self.thread.start()
         deadline = time.monotonic() + 30
-        while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        while not self.server.started and self.thread.is_alive() and time.monotonic() < deadline:
             time.sleep(0.01)
-        port = sock.getsockname()[1]
-        failed, fine = (call(port, "POST", "/predict", body) for body in (b'{"text": "boom"}', b'{"text": "fine"}'))
+        assert self.server.started, "the in-process server did not start"
+
+    def request(self, body: bytes | dict, method: str = "POST", path: str = "/predict") -> tuple[int, dict, Any]:
+        return exchange(self.port, method, path, json.dumps(body).encode() if isinstance(body, dict) else body)
+
+    def in_background(self, body: dict) -> Any:
+        """A request sent from another thread: a future of (status, headers, answer)."""
+        return self.pool.submit(self.request, body)
+
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        if not hasattr(self, "_pool"):
+            self._pool = ThreadPoolExecutor(8)
+        return self._pool
+
+    def metric(self, name: str, **labels: str) -> float:
+        return metric_value(self.request(b"", "GET", "/metrics"), name, **labels)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+
+    def close(self) -> None:
+        self.stop()
+        self.thread.join(timeout=60)
+        if hasattr(self, "_pool"):
+            self._pool.shutdown(wait=False)
+
+
+def wait_until(condition, timeout: float = 10, what: str = "the condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s"
+        time.sleep(0.02)
+
+
+def metric_value(response: tuple[int, dict, Any], name: str, **labels: str) -> float:
+    """One sample of a /metrics answer (parsed by prometheus_client's own parser); 0 if absent."""
+    status, headers, text = response
+    assert status == 200 and headers["content-type"].startswith("text/plain; version=")
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
+def test_a_model_error_is_a_one_line_500_and_the_server_goes_on(caplog):
+    app = InProcess(FakePredictor())
+    try:
+        failed, fine = (app.request(body) for body in (b'{"text": "boom"}', b'{"text": "fine"}'))
     finally:
-        server.should_exit = True
-        thread.join()
-    assert failed[0] == 500 and failed[1]["error"].startswith("the model failed on this request's batch (RuntimeError")
-    assert fine == (200, {"output": "fine", "truncated": False})
+        app.close()
+    assert failed[0] == 500 and failed[2]["error"].startswith("the model failed on this request's batch (RuntimeError")
+    assert fine[::2] == (200, {"output": "fine", "truncated": False})
     assert "Traceback" in caplog.text
 
 
-def call(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
-    """(status, parsed JSON answer) of one request to a loopback server."""
+def test_a_full_queue_gets_a_503_with_retry_after_and_the_queued_requests_are_answered():
+    model = GatedPredictor()
+    app = InProcess(model, max_queued=2, max_batch_size=1, batch_timeout=0)
+    try:
+        running = app.in_background({"text": "hold"})
+        assert model.holding.wait(10)
+        queued = [app.in_background({"text": text}) for text in ("b", "c")]
+        wait_until(lambda: app.metric("transformer_serve_queue_depth") == 2, what="two queued requests")
+        status, headers, refused = app.request({"text": "d"})
+        assert status == 503 and int(headers["retry-after"]) >= 1
+        assert refused["error"].startswith("the server is busy: 2 requests wait for the model (max_queued); retry in")
+        model.gate.set()
+        answers = [future.result(timeout=30) for future in (running, *queued)]
+        assert [(status, answer["output"]) for status, _, answer in answers] == [(200, "hold"), (200, "b"), (200, "c")]
+        assert app.metric("transformer_serve_requests_total", path="/predict", code="503") == 1
+    finally:
+        model.gate.set()
+        app.close()
+    assert [texts for texts, _, _ in model.calls] == [["hold"], ["b"], ["c"]]  # "d" was never queued
+
+
+def test_requests_whose_client_left_or_that_timed_out_never_reach_the_model(caplog):
+    model = GatedPredictor()
+    app = InProcess(model, max_batch_size=1, batch_timeout=0, request_timeout=1)
+    try:
+        with caplog.at_level(logging.INFO, logger="transformer.serve"):
+            running = app.in_background({"text": "hold"})
+            assert model.holding.wait(10)
+            leaving = socket.create_connection(("127.0.0.1", app.port), timeout=10)
+            leaving.sendall(http_request(b'{"text": "left"}'))
+            client_port = leaving.getsockname()[1]
+            wait_until(lambda: app.metric("transformer_serve_queue_depth") == 1, what="the request queued")
+            leaving.close()  # the client gives up while its request waits
+            wait_until(lambda: app.metric("transformer_serve_requests_total", code="499") == 1, what="the 499")
+            status, _, late = app.request({"text": "late"})  # queued behind "hold" for over request_timeout
+            assert status == 504 and late["error"].startswith("no answer within request_timeout=1s: the server is busy")
+            model.gate.set()
+            assert running.result(timeout=30)[0] == 504  # it timed out too, inside the model: its answer is discarded
+            assert app.request({"text": "next"})[::2] == (200, {"output": "next", "truncated": False})
+            assert app.metric("transformer_serve_dropped_requests_total", reason="client_gone") == 1
+            assert app.metric("transformer_serve_dropped_requests_total", reason="timeout") == 1
+    finally:
+        model.gate.set()
+        app.close()
+    assert [texts for texts, _, _ in model.calls] == [["hold"], ["next"]]
+    lines = [line for line in caplog.text.splitlines() if f":{client_port}:" in line]
+    assert (
+        len(lines) == 1
+        and "went away while its request waited for the model: dropped before its model call" in (lines[0])
+    )
+
+
+def test_shutdown_answers_the_accepted_requests_and_refuses_a_stalled_body():
+    model = GatedPredictor()
+    app = InProcess(model, max_batch_size=1, batch_timeout=0, shutdown_timeout=20)
+    try:
+        running = app.in_background({"text": "hold"})
+        assert model.holding.wait(10)
+        queued = app.in_background({"text": "queued"})
+        stalled = socket.create_connection(("127.0.0.1", app.port), timeout=10)
+        stalled.sendall(http_request(b'{"text": "never finished"}')[:-5])
+        wait_until(lambda: app.metric("transformer_serve_requests_in_progress", path="/predict") == 3, what="3 in")
+        app.stop()  # what SIGTERM does
+        status, _, answer = read_response(stalled)
+        assert status == 503 and answer["error"].startswith("the server is shutting down: send the request again")
+        time.sleep(0.3)
+        assert app.thread.is_alive()  # draining: the accepted requests are still to be answered
+        model.gate.set()
+        assert [future.result(timeout=30)[::2] for future in (running, queued)] == [
+            (200, {"output": "hold", "truncated": False}),
+            (200, {"output": "queued", "truncated": False}),
+        ]
+        app.thread.join(timeout=10)
+        assert not app.thread.is_alive()
+    finally:
+        model.gate.set()
+        app.close()
+
+
+def test_shutdown_ends_within_shutdown_timeout_even_if_the_model_does_not(caplog):
+    model = GatedPredictor()
+    app = InProcess(model, max_batch_size=1, batch_timeout=0, shutdown_timeout=1)
+    try:
+        running = app.in_background({"text": "hold"})
+        assert model.holding.wait(10)
+        queued = app.in_background({"text": "queued"})
+        wait_until(lambda: app.metric("transformer_serve_queue_depth") == 1, what="the request queued")
+        start = time.monotonic()
+        app.stop()
+        answers = [future.result(timeout=30) for future in (running, queued)]
+        app.thread.join(timeout=10)
+        took = time.monotonic() - start
+        assert not app.thread.is_alive() and took < 1 + 2, took  # shutdown_timeout, and a second of slack
+        assert [status for status, _, _ in answers] == [503, 503]
+        assert answers[1][2]["error"].startswith("the server shut down before this request's turn")
+    finally:
+        model.gate.set()
+        app.close()
+    assert [texts for texts, _, _ in model.calls] == [["hold"]]
+    assert "Traceback" not in caplog.text  # every handler answered: uvicorn had nothing to cancel
+
+
+def http_request(body: bytes, path: str = "/predict") -> bytes:
+    """The bytes of a POST with a JSON body, as a client sends them."""
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict, Any]:
+    """(status, headers, parsed JSON) of the response on a raw socket."""
+    response = http.client.HTTPResponse(sock)
+    response.begin()
+    return response.status, {k.lower(): v for k, v in response.getheaders()}, json.loads(response.read())
+
+
+def exchange(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, dict, Any]:
+    """(status, headers with lower-case names, the answer: parsed JSON, text for /metrics) of one request."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     try:
         connection.request(method, path, body=body, headers={"Content-Type": "application/json"})
         response = connection.getresponse()
-        return response.status, json.loads(response.read())
+        headers = {k.lower(): v for k, v in response.getheaders()}
+        data = response.read()
+        return response.status, headers, data.decode() if path == "/metrics" else json.loads(data)
     finally:
         connection.close()
+
+
+def call(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
+    """(status, parsed JSON answer) of one request to a loopback server."""
+    status, _, answer = exchange(port, method, path, body)
+    return status, answer
 
 
 # --- real servers ---
@@ -285,6 +486,17 @@ class Server:
         assert status == 200, answer
         return answer
 
+    def metric(self, name: str, **labels: str) -> float:
+        return metric_value(exchange(self.port, "GET", "/metrics"), name, **labels)
+
+    def rss_mib(self) -> float:
+        """The server process' resident memory."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
+
+    def connect(self) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.port), timeout=10)
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -295,26 +507,12 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
-    """A tiny sentiment run and a tiny translation run, trained side by side."""
-    root = tmp_path_factory.mktemp("serve")
-
-    def train(task: str) -> Path:
-        result = run_script("train.py", f"task={task}", *TINY_RUN, f"paths.cache_dir={root / 'cache' / task}",
-                            f"hydra.run.dir={root / task}")  # fmt: skip
-        assert result.returncode == 0, result.stderr[-3000:]
-        return root / task
-
-    with ThreadPoolExecutor(2) as pool:
-        return dict(zip(("sentiment", "translation"), pool.map(train, ("sentiment", "translation")), strict=True))
-
-
-@pytest.fixture(scope="module")
 def servers(runs, tmp_path_factory):
     """A server for each run, started side by side; batch_timeout is long enough for concurrent requests to meet."""
     folder = tmp_path_factory.mktemp("servers")
     started = {
-        task: Server(folder / f"{task}.log", f"ckpt={run}", "batch_timeout=0.1", *LIMITS) for task, run in runs.items()
+        task: Server(folder / f"{task}.log", f"ckpt={run}", "batch_timeout=0.1", *LIMITS, *TIMEOUTS)
+        for task, run in runs.items()
     }
     try:
         for server in started.values():
@@ -401,16 +599,21 @@ def same_outputs(answers: list[dict], expected: list[dict]) -> bool:
     return outputs(answers) == outputs(expected) and scores(answers) == pytest.approx(scores(expected), abs=1e-5)
 
 
-def concurrently(server: Server, bodies: list[dict]) -> list[tuple[int, Any]]:
-    """Send the bodies at the same moment, one thread each."""
+def at_once(port: int, bodies: list[dict]) -> list[tuple[int, dict, Any]]:
+    """POST the bodies to /predict at the same moment, one thread each: (status, headers, answer) of each."""
     start = threading.Barrier(len(bodies))
 
     def send(body):
         start.wait()
-        return server.request("POST", "/predict", body)
+        return exchange(port, "POST", "/predict", json.dumps(body).encode())
 
     with ThreadPoolExecutor(len(bodies)) as pool:
         return list(pool.map(send, bodies))
+
+
+def concurrently(server: Server, bodies: list[dict]) -> list[tuple[int, Any]]:
+    """Send the bodies at the same moment, one thread each: (status, answer) of each."""
+    return [(status, answer) for status, _, answer in at_once(server.port, bodies)]
 
 
 def test_concurrent_requests_are_batched_and_answered_in_order(servers, predictors):
@@ -488,3 +691,154 @@ def test_cli_bad_settings_end_in_one_line_with_status_2(args, message, tmp_path)
     result = run_script("serve.py", *args, cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().startswith(message) and len(result.stderr.strip().splitlines()) == 1
+
+
+# --- the real servers under abuse ---
+
+
+def test_a_text_without_tokens_is_refused_alone_and_its_batch_neighbours_succeed(servers, predictors):
+    """The poison test: per round, 8 ordinary requests sent at the same moment as two that hold a text without
+    tokens (which once made a translation batch fail whole, and a classifier answer NaN)."""
+    texts = [f"A dog runs in the park number {i}." for i in range(8)]
+    poison = [{"text": "\u200b"}, {"text": ["A cat.", "\x01\x02"]}]
+    for task, server in servers.items():
+        expected = predictors[task](texts)
+        for _ in range(3):
+            answers = concurrently(server, [*({"text": text} for text in texts), *poison])
+            assert [status for status, _ in answers] == [200] * 8 + [400, 400], answers
+            for (_, answer), result in zip(answers[:8], expected, strict=True):
+                if task == "sentiment":
+                    assert same_class(without_flag([answer])[0], result)
+                else:
+                    assert same_outputs(without_flag([answer]), [result])
+            assert answers[8][1]["error"].startswith('"text" yields no tokens (it holds only characters the tokenizer')
+            assert answers[9][1]["error"].startswith('"text"[1] yields no tokens')
+        assert "Traceback" not in server.log()
+
+
+def test_metrics_follow_the_prometheus_text_format(servers):
+    server = servers["sentiment"]
+    codes = ("200", "400")
+    before = {code: server.metric("transformer_serve_requests_total", path="/predict", code=code) for code in codes}
+    assert server.request("POST", "/predict", {"text": "fine"})[0] == 200
+    assert server.request("POST", "/predict", {"text": 5})[0] == 400
+    assert server.request("GET", "/nowhere/123")[0] == 404
+    status, headers, text = exchange(server.port, "GET", "/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain; version=")
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    ours = [name for name in families if name.startswith("transformer_serve_") and not name.endswith("_created")]
+    assert {name: families[name].type for name in ours} == {
+        "transformer_serve_requests": "counter",
+        "transformer_serve_request_duration_seconds": "histogram",
+        "transformer_serve_requests_in_progress": "gauge",
+        "transformer_serve_queue_depth": "gauge",
+        "transformer_serve_batch_size": "histogram",
+        "transformer_serve_model_call_duration_seconds": "histogram",
+        "transformer_serve_dropped_requests": "counter",
+    }
+    after = {code: metric_value((status, headers, text), "transformer_serve_requests_total", path="/predict",
+                                code=code) for code in codes}  # fmt: skip
+    assert after == {code: before[code] + 1 for code in codes}
+    assert metric_value((status, headers, text), "transformer_serve_requests_total", path="other", code="404") >= 1
+    assert metric_value((status, headers, text), "transformer_serve_batch_size_count") >= 1
+    assert metric_value((status, headers, text), "transformer_serve_queue_depth") == 0
+
+
+def test_idle_connections_are_closed_after_idle_timeout(servers):
+    server = servers["sentiment"]
+    silent, half, kept = server.connect(), server.connect(), server.connect()
+    half.sendall(b"GET /health HTTP/1.1\r\nHost: test\r\n")  # a request head that never ends
+    kept.sendall(b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")  # keep-alive after a whole exchange
+    assert read_response(kept)[::2] == (200, {"status": "ok"})
+    start = time.monotonic()
+    for sock in (silent, half, kept):
+        with sock:
+            assert sock.recv(1) == b"", "the server closes the connection"
+    assert time.monotonic() - start < 1 + 3  # idle_timeout=1, with slack for a busy machine
+
+
+def test_a_stalled_body_gets_a_408_after_body_timeout(servers):
+    server = servers["sentiment"]
+    body = b'{"text": "it stops here and never ends"}'
+    with server.connect() as stalled:
+        stalled.sendall(http_request(body)[:-10])
+        start = time.monotonic()
+        status, headers, answer = read_response(stalled)
+        assert time.monotonic() - start < 1 + 3
+        assert stalled.recv(1) == b""  # and closes the connection
+    assert (status, headers["connection"]) == (408, "close")
+    assert answer["error"] == (
+        f"the request body did not arrive within body_timeout=1s ({len(body) - 10} of {len(body)} bytes came): send "
+        f"the whole body at once"
+    )
+    assert server.request("GET", "/health") == (200, {"status": "ok"})
+
+
+def test_a_client_that_disconnects_mid_body_is_one_log_line(servers):
+    server = servers["translation"]
+    body = b'{"text": "A dog runs in the park."}'
+    with server.connect() as leaving:
+        leaving.sendall(http_request(body)[:-10])
+        client_port = leaving.getsockname()[1]
+    wait_until(lambda: f":{client_port}:" in server.log(), what="the log line")
+    lines = [line for line in server.log().splitlines() if f":{client_port}" in line]
+    assert len(lines) == 1 and lines[0].endswith(
+        f"client 127.0.0.1:{client_port}: disconnected after sending {len(body) - 10} of {len(body)} body bytes; "
+        f"nothing was computed"
+    )
+    assert "Traceback" not in server.log()
+    assert server.request("GET", "/health") == (200, {"status": "ok"})
+
+
+@pytest.fixture(scope="module")
+def busy(runs, tmp_path_factory):
+    """A translation server with room for 2 waiting requests, running one request per model call."""
+    folder = tmp_path_factory.mktemp("busy")
+    server = Server(folder / "busy.log", f"ckpt={runs['translation']}", "max_queued=2", "max_batch_size=1",
+                    "batch_timeout=0", *LIMITS)  # fmt: skip
+    try:
+        server.wait_until_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def test_overload_gets_503s_answers_every_accepted_request_and_keeps_memory_flat(busy):
+    """Rounds of 24 heavy requests at once against a queue of 2: the rest get a 503 at once, with Retry-After; each
+    accepted one is answered; the server's memory after the last round is that after the first."""
+    heavy = {"text": "A man is sleeping.", "decoding": {"beam_size": 5, "min_len": 40, "max_len_b": 60}}
+    refused = 0
+    for round_number in range(4):
+        if round_number == 1:
+            memory = busy.rss_mib()  # after a first round has warmed up the allocator and the caches
+        answers = at_once(busy.port, [heavy] * 24)
+        statuses = [status for status, _, _ in answers]
+        assert set(statuses) == {200, 503}, statuses  # some answered, some refused, none failed or timed out
+        for status, headers, answer in answers:
+            if status == 200:
+                assert len(answer["nbest"]) == 1 and isinstance(answer["output"], str)
+            else:
+                assert int(headers["retry-after"]) >= 1 and answer["error"].startswith("the server is busy")
+        refused += statuses.count(503)
+    assert busy.rss_mib() - memory < 50, (memory, busy.rss_mib())
+    assert busy.metric("transformer_serve_requests_total", path="/predict", code="503") == refused
+    assert busy.metric("transformer_serve_queue_depth") == 0
+    assert "Traceback" not in busy.log()
+
+
+def test_sigterm_with_a_client_stalled_mid_body_ends_the_server_within_shutdown_timeout(runs, tmp_path):
+    server = Server(tmp_path / "server.log", f"ckpt={runs['sentiment']}", "shutdown_timeout=3", "body_timeout=300")
+    try:
+        server.wait_until_ready()
+        with server.connect() as stalled:
+            stalled.sendall(http_request(b'{"text": "it stops here"}')[:-5])
+            wait_until(lambda: server.metric("transformer_serve_requests_in_progress", path="/predict") == 1)
+            start = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            status, _, answer = read_response(stalled)
+            assert status == 503 and answer["error"].startswith("the server is shutting down")
+        server.process.wait(timeout=3 + 10)  # shutdown_timeout, and slack for the interpreter's exit
+        assert time.monotonic() - start < 3 + 10
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log()
