@@ -262,7 +262,15 @@ def nonfinite_tensors(value: Any, name: str = "") -> list[str]:
 def check_finite(checkpoint: dict[str, Any], path: str | Path) -> None:
     """Refuse to write a checkpoint whose weights or optimizer state hold NaN/inf: it would resume into the same
     failure, and evaluate or predict nan."""
-    bad = nonfinite_tensors({key: checkpoint[key] for key in ("state_dict", "optimizer_states") if key in checkpoint})
+    refuse_nonfinite(path, nonfinite_state(checkpoint))
+
+
+def nonfinite_state(checkpoint: dict[str, Any]) -> list[str]:
+    """The names of the NaN/inf tensors among a checkpoint's weights and optimizer state (a rank's own shards)."""
+    return nonfinite_tensors({key: checkpoint[key] for key in ("state_dict", "optimizer_states") if key in checkpoint})
+
+
+def refuse_nonfinite(path: str | Path, bad: list[str]) -> None:
     if bad:
         shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
         raise CheckpointError(
