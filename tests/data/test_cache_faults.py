@@ -8,11 +8,12 @@ import errno
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import datasets
 import pytest
-from helpers import TINY_RUN, run_script
+from helpers import ROOT, TINY_RUN, run_script
 
 from transformer.data import DataError, DatasetConfig, prepare_dataset
 
@@ -48,7 +49,7 @@ def user_namespaces() -> bool:
 def read_only(folder: Path, *command: str) -> list[str]:
     """`command` in a mount namespace where `folder` is a read-only bind mount of itself: writes there fail with
     EROFS, as on a read-only filesystem, also for root."""
-    mount = f"mount --bind {folder} {folder} && mount -o remount,bind,ro {folder} && exec \"$@\""
+    mount = f'mount --bind {folder} {folder} && mount -o remount,bind,ro {folder} && exec "$@"'
     return ["unshare", "-rm", "sh", "-c", mount, "sh", *command]
 
 
@@ -62,7 +63,7 @@ def test_a_valid_cache_trains_from_a_read_only_filesystem(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
 
     def run(script: str, *args: str) -> subprocess.CompletedProcess:
-        command = read_only(cache, str(Path(os.sys.executable)), str(Path(__file__).parents[2] / "scripts" / script))
+        command = read_only(cache, sys.executable, str(ROOT / "scripts" / script))
         return subprocess.run([*command, *args], capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
 
     trained = run("train.py", *TINY_RUN, f"paths.cache_dir={cache}", f"hydra.run.dir={tmp_path / 'run'}")

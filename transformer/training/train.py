@@ -179,6 +179,7 @@ def train(
 def _train(
     cfg: DictConfig, config: TrainConfig, callbacks: Sequence[pl.Callback], start: float, extra: dict[str, Any] | None
 ) -> dict[str, Any]:
+    """train() inside its owned run directory: data, model, the relaunch's checks, Trainer, fit and scores."""
     resume_from = resume_checkpoint(config)
     pl.seed_everything(config.seed, workers=True)
     init = open_init(config.init_from) if config.init_from else None
