@@ -25,10 +25,14 @@ as a file's, so evaluation, prediction and averaging take either kind.
 from __future__ import annotations
 
 import copy
+import errno
+import io
 import json
 import logging
 import os
 import pickle
+import re
+import shutil
 import sys
 import zipfile
 from dataclasses import asdict, dataclass, field
@@ -182,14 +186,98 @@ def source_limit(config: dict[str, Any], model: ModelConfig) -> int:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer, but through a temporary file and a rename: a kill during the write (a
-    preempted job, an out-of-memory kill) never leaves a truncated checkpoint under the final name."""
+    """Lightning's checkpoint writer, but refusing NaN/inf tensors and writing through a temporary file and a
+    rename (write_atomic): a kill during the write (a preempted job, an out-of-memory kill) never leaves a
+    truncated checkpoint under the final name, and a full disk leaves nothing behind."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        super().save_checkpoint(checkpoint, tmp, storage_options)
+        check_finite(checkpoint, path)
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        write_atomic(buffer.getbuffer(), path)
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+TEMPORARY = re.compile(r"\..+\.tmp(-\d+)?")  # `.<name>.tmp-<pid>` (write_atomic), `.<name>.tmp` (sharded, older)
+
+
+def write_atomic(data: bytes | memoryview, path: str | Path) -> None:
+    """`data` into a temporary file beside `path`, flushed to disk, then renamed over `path`. A failed write
+    removes the temporary file; a full disk is a one-line CheckpointError."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
         tmp.replace(path)
+    except OSError as error:
+        if error.errno in DISK_FULL:
+            raise CheckpointError(
+                f"cannot write {path}: {error.strerror} ({len(data) / 2**20:.1f} MB to write); nothing was left "
+                f"half-written and the files written before are intact: free some space, then relaunch the same "
+                f"command to resume"
+            ) from None
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)  # after a failure (a successful rename took it)
+
+
+def remove_orphaned_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files (and sharded temporary directories) that a killed run left in `folder`; only
+    safe while no other process writes there (the run directory's owner: training/rundir.py)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = [path for path in folder.iterdir() if TEMPORARY.fullmatch(path.name)]
+    for path in removed:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    return removed
+
+
+def nonfinite_tensors(value: Any, name: str = "") -> list[str]:
+    """The dotted names of the floating-point tensors in a (nested) checkpoint value that hold NaN/inf; a sharded
+    tensor (DTensor) is checked by its local shard."""
+    found: list[str] = []
+    if isinstance(value, torch.Tensor):
+        local = value.to_local() if hasattr(value, "to_local") else value
+        if local.is_floating_point() and not bool(torch.isfinite(local).all()):
+            found.append(name)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            found += nonfinite_tensors(item, f"{name}.{key}" if name else str(key))
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            found += nonfinite_tensors(item, f"{name}.{i}" if name else str(i))
+    return found
+
+
+def check_finite(checkpoint: dict[str, Any], path: str | Path) -> None:
+    """Refuse to write a checkpoint whose weights or optimizer state hold NaN/inf: it would resume into the same
+    failure, and evaluate or predict nan."""
+    refuse_nonfinite(path, nonfinite_state(checkpoint))
+
+
+def nonfinite_state(checkpoint: dict[str, Any]) -> list[str]:
+    """The names of the NaN/inf tensors among a checkpoint's weights and optimizer state (a rank's own shards)."""
+    return nonfinite_tensors({key: checkpoint[key] for key in ("state_dict", "optimizer_states") if key in checkpoint})
+
+
+def refuse_nonfinite(path: str | Path, bad: list[str]) -> None:
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise CheckpointError(
+            f"refusing to write {path}: {shown} hold NaN/inf, so training diverged; the checkpoints written before "
+            f"are unchanged: lower optim.lr, raise optim.warmup_steps or use precision=32-true"
+        )
 
 
 def is_sharded(path: str | Path) -> bool:
@@ -202,7 +290,8 @@ def load_checkpoint(path: str | Path, objective: str | None = None, tensors: boo
     """torch.load with weights_only=True (no pickled code runs), then checks that it is one of ours.
 
     A sharded checkpoint is gathered into one dict (its optimizer state as `optimizer_states`, like a file's);
-    with tensors=False only its metadata is read, for a quick look, and it is marked `sharded`."""
+    with tensors=False only its metadata is read, for a quick look, and it is marked `sharded` (a file's tensors
+    are then memory-mapped: read when used)."""
     path = Path(path)
     if not path.is_file() and not is_sharded(path):
         raise CheckpointError(
@@ -211,7 +300,10 @@ def load_checkpoint(path: str | Path, objective: str | None = None, tensors: boo
     if path.is_file():
         check_archive(path)
     try:
-        checkpoint = read_sharded(path, tensors) if path.is_dir() else torch.load(path, "cpu", weights_only=True)
+        if path.is_dir():
+            checkpoint = read_sharded(path, tensors)
+        else:  # without tensors: memory-mapped, so only what is looked at is read
+            checkpoint = torch.load(path, "cpu", weights_only=True, mmap=not tensors)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(
@@ -325,9 +417,9 @@ def open_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
 def find_resume_checkpoint(run_dir: str | Path, task: str) -> Path | None:
     """The newest full checkpoint under <run_dir>/checkpoints (last, step, top-k or preemption ones), or None.
 
-    Newest by modification time; one that cannot be read (truncated, corrupt) is skipped with a one-line warning
-    and the next newest is used. Weights-only files (epochs/, averaged.ckpt) cannot resume training and are not
-    considered.
+    Newest by modification time; one that cannot be read (truncated, corrupt) or whose weights hold NaN/inf is
+    skipped with a one-line warning and the next newest is used. Weights-only files (epochs/, averaged.ckpt)
+    cannot resume training and are not considered.
     """
     folder = Path(run_dir) / "checkpoints"
     if not folder.is_dir():
@@ -339,6 +431,10 @@ def find_resume_checkpoint(run_dir: str | Path, task: str) -> Path | None:
         except CheckpointError as error:
             log.warning("skipping %s: %s", path.name, error)
             continue
+        bad = nonfinite_tensors(checkpoint.get("state_dict", {}))  # written before saves refused them
+        if bad:
+            log.warning("skipping %s: its weights hold NaN/inf (%s)", path.name, bad[0])
+            continue
         if is_full(checkpoint):
             check_resumable(path, task, checkpoint)
             return path
@@ -346,17 +442,12 @@ def find_resume_checkpoint(run_dir: str | Path, task: str) -> Path | None:
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
-    """torch.save to a temporary file, then rename: a kill during the write never leaves a truncated file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    """torch.save through write_atomic, refusing NaN/inf tensors."""
+    check_finite(obj, path)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_atomic(buffer.getbuffer(), path)
 
 
 def write_json(path: str | Path, values: dict[str, Any]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    write_atomic((json.dumps(values, indent=2, sort_keys=True) + "\n").encode(), path)

@@ -165,6 +165,20 @@ def build_optimizer(model: nn.Module, config: OptimConfig, total_steps: int):
     return optimizer, {"scheduler": scheduler, "interval": "step"}
 
 
+def apply_config(optimizer: torch.optim.Optimizer, scheduler, model: nn.Module, config: OptimConfig) -> None:
+    """Give a resumed run's optimizer and schedule the values of `config`: Lightning restores the checkpoint's (peak
+    lr, weight decay, betas, eps), which a relaunch may change (allow_changes=[optim.lr]); the schedule's shape
+    (warmup_steps, schedule, min_lr_ratio) comes from the new lambdas already. The parameter groups must be the
+    checkpoint's: layer_decay, freeze_embeddings_steps and no_decay regroup them, so those cannot change. With the
+    checkpoint's own values this sets the values it restored, bit for bit."""
+    groups, _ = param_groups(model, config)
+    for i, (live, new) in enumerate(zip(optimizer.param_groups, groups, strict=True)):
+        peak = new.get("lr", config.lr)
+        live.update(weight_decay=new["weight_decay"], betas=config.betas, eps=config.eps, initial_lr=peak)
+        scheduler.base_lrs[i] = peak
+        live["lr"] = peak * scheduler.lr_lambdas[i](scheduler.last_epoch)  # what LambdaLR.get_lr computes
+
+
 def total_training_steps(trainer) -> int:
     """Optimizer steps of the whole run, from max_steps or from the datamodule's batches per epoch.
 

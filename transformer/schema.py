@@ -152,10 +152,16 @@ class TrainConfig:
     ckpt_path: str | None = None  # resume from this checkpoint: optimizer, scheduler, step and data order
     run_name: str | None = None  # a stable run directory, outputs/<task>/<run_name>; train.yaml: $SLURM_JOB_ID
     resume: str | None = None  # auto: continue from the run directory's newest checkpoint | never; null: auto
-    # when run_name is set
+    # when run_name is set. A run that starts afresh (never, or null without run_name) refuses a run directory
+    # that already holds a run, unless overwrite=true
+    overwrite: bool = False  # a fresh run moves the run directory's old contents aside, to <run dir>.old-<time>/
+    # settings a resumed run may change from its checkpoint's: model.<key> (those that keep the tensors' shapes),
+    # optim.<key> (except the ones that regroup the parameters), tokenizer, label_names; any other difference stops
+    # the relaunch, naming the keys (training/rundir.py)
+    allow_changes: list[str] = field(default_factory=list)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
-    max_nonfinite_steps: int = 10  # a NaN/inf loss skips its step; this many in a row stop the run
+    max_nonfinite_steps: int = 10  # a NaN/inf loss or gradient norm skips its step; this many in a row stop the run
     compile: bool = False  # torch.compile each encoder/decoder block (benchmarks/README.md: when it pays)
     init_from: str | None = None  # start from this checkpoint's (or run directory's) matching weights
     init_tokenizer: str = "auto"  # auto | checkpoint | run: whose tokenizer encodes the data (training/init.py)
@@ -177,6 +183,26 @@ class TrainConfig:
             raise ConfigError(f"init_tokenizer={self.init_tokenizer!r} is not one of auto, checkpoint, run")
         if self.max_nonfinite_steps < 1:
             raise ConfigError(f"max_nonfinite_steps must be >= 1, got {self.max_nonfinite_steps}")
+        check_allow_changes(self.allow_changes)
+
+
+RESUMABLE_CHANGES = ("tokenizer", "label_names")  # what allow_changes may name besides model.* and optim.*
+
+
+def check_allow_changes(keys: list[str]) -> None:
+    """allow_changes names settings a checkpoint stores: a misspelled key fails now, not at the relaunch."""
+    known = [f"model.{f.name}" for f in fields(ModelConfig)] + [f"optim.{f.name}" for f in fields(OptimConfig)]
+    known += RESUMABLE_CHANGES
+    for key in keys:
+        if key not in known:
+            import difflib
+
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(
+                f"allow_changes has {key!r}, which is no setting a checkpoint keeps{hint}: use model.<key>, "
+                f"optim.<key>, tokenizer or label_names"
+            )
 
 
 MANAGED_TRAINER_ARGS = ("callbacks", "logger", "precision", "default_root_dir", "use_distributed_sampler")

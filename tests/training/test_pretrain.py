@@ -176,8 +176,8 @@ def test_mlm_pretraining_then_fine_tuning_in_one_command(cache, tmp_path):
 
     # relaunching the recipe does not pretrain again, and predict refuses the pretraining checkpoint
     again = run_script(
-        "train.py", *TINY_RUN, f"paths.cache_dir={cache}", f"pretrain_run=[{','.join(stage)}]",
-        f"hydra.run.dir={tmp_path}",
+        "train.py", *TINY_RUN, "trainer.max_steps=3", "optim.freeze_embeddings_steps=100", f"paths.cache_dir={cache}",
+        f"pretrain_run=[{','.join(stage)}]", f"hydra.run.dir={tmp_path}", "resume=auto",
     )  # fmt: skip
     assert again.returncode == 0 and "pretraining already done" in again.stdout + again.stderr
     refused = run_script("predict.py", f"ckpt={tmp_path / 'pretrain'}", "text=the cat")

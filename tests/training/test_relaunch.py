@@ -167,8 +167,12 @@ def test_resume_never_and_run_name(tmp_path, uninterrupted):
     assert first.returncode == 0, first.stderr[-3000:]
     run = tmp_path / "outputs" / "sentiment" / "again"
     assert (run / "metrics.json").is_file()
-    fresh = run_script("train.py", *args, "resume=never", cwd=tmp_path)
+    refused = run_script("train.py", *args, "resume=never", cwd=tmp_path)  # the runs would mix
+    assert refused.returncode == 2 and "overwrite=true" in refused.stderr.strip().splitlines()[-1]
+    fresh = run_script("train.py", *args, "resume=never", "overwrite=true", cwd=tmp_path)
     assert fresh.returncode == 0 and "resuming from" not in fresh.stdout + fresh.stderr
+    assert len(list(run.parent.glob("again.old-*/checkpoints/last.ckpt"))) == 1  # the first run, moved aside
+    assert not list(run.glob("checkpoints/*-v1.ckpt"))
     resumed = run_script("train.py", *args, cwd=tmp_path)
     assert resumed.returncode == 0 and "resuming from" in resumed.stdout + resumed.stderr
 

@@ -7,7 +7,9 @@ Cache layout, <cache_dir>/<name>/:
     raw/        the generated sample (format: sample only)
 
 A cache is built in a temp folder beside the target and swapped in with os.replace, so an interrupted prepare
-leaves either the previous cache or none, never a half-written one that looks valid.
+leaves either the previous cache or none, never a half-written one that looks valid. A valid cache is read
+without writing anything (also on a read-only filesystem), and checked on load: ids outside the vocabulary or
+labels outside label_names mean a damaged cache, refused in one line.
 """
 
 from __future__ import annotations
@@ -100,15 +102,25 @@ def prepare_dataset(
     A valid cache is loaded without reading the raw data: the fingerprint uses file paths, sizes and mtimes.
     `num_proc`: encoding processes (None: one per PROCESS_MIN_ROWS rows, at most the CPU count).
     Processes that prepare the same dataset at once (the ranks of a torchrun or SLURM job) take turns on a file
-    lock: the first builds the cache, the others then find it valid and read it.
+    lock: the first builds the cache, the others then find it valid and read it. Where the lock cannot be created
+    (a read-only filesystem) a valid cache is read without it, as nothing can be writing it there.
     """
-    Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    with open(Path(cache_dir) / f".{dataset_cfg.name}.lock", "a") as lock:  # "a": the lock file's mtime stays
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            return _prepare(dataset_cfg, data_root, cache_dir, num_proc, force, tokenizers)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    try:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        # O_APPEND without writing: the lock file's mtime stays
+        fd = os.open(Path(cache_dir) / f".{dataset_cfg.name}.lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError as error:
+        if error.errno not in READ_ONLY:
+            raise
+        return _prepare(dataset_cfg, data_root, cache_dir, num_proc, force, tokenizers, read_only=error)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return _prepare(dataset_cfg, data_root, cache_dir, num_proc, force, tokenizers)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def _prepare(
@@ -118,21 +130,33 @@ def _prepare(
     num_proc: int | None,
     force: bool,
     tokenizers: tuple[Tokenizer, Tokenizer] | None = None,
+    read_only: OSError | None = None,
 ) -> PreparedData:
+    """The valid cache, else a new one built in its place; `read_only`: why the cache folder cannot be written
+    (then a cache that must be built is a DataError)."""
     cfg = dataset_cfg
     fingerprint, inputs = cache_fingerprint(cfg, data_root, tokenizers)
     target = Path(cache_dir) / (cfg.name if tokenizers is None else f"{cfg.name}-tok{inputs['tokenizers'][:8]}")
-    if not force:
-        meta = _read_meta(target)
-        if meta is not None and meta.get("fingerprint") == fingerprint:
-            try:
-                data = load_prepared(target)
-                data.reused = True
-                return data
-            except Exception as e:  # e.g. a split folder deleted by hand
-                log.warning("cache %s is unreadable (%s): rebuilding", target, e)
-        elif meta is not None:
-            log.info("cache %s is stale: rebuilding", target)
+    meta = None if force else _read_meta(target)
+    if meta is not None and meta.get("fingerprint") == fingerprint:
+        try:
+            data = load_prepared(target)
+            data.reused = True
+            return data
+        except DamagedCacheError:
+            raise
+        except (OSError, ValueError, RuntimeError) as e:  # e.g. a split folder deleted by hand
+            if read_only is not None:
+                raise DataError(f"cache {target} is unreadable ({e}) and cannot be rebuilt there") from None
+            log.warning("cache %s is unreadable (%s): rebuilding", target, e)
+    elif meta is not None:
+        log.info("cache %s is stale: rebuilding", target)
+    if read_only is not None:
+        why = "force=true" if force else ("it is stale" if meta is not None else "there is none yet")
+        raise DataError(
+            f"the cache {target} needs building ({why}) but {cache_dir} cannot be written ({read_only.strerror}): "
+            f"set paths.cache_dir to a writable folder, or prepare it where it is writable"
+        )
 
     start = time.perf_counter()
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
@@ -159,7 +183,7 @@ def load_prepared(directory: str | Path) -> PreparedData:
     files = meta["tokenizers"]
     src = Tokenizer.load(directory / files["src"])
     tgt = src if files["tgt"] == files["src"] else Tokenizer.load(directory / files["tgt"])
-    return PreparedData(
+    data = PreparedData(
         dir=directory,
         splits=dict(splits),
         src_tokenizer=src,
@@ -167,6 +191,35 @@ def load_prepared(directory: str | Path) -> PreparedData:
         label_names=meta.get("label_names"),
         meta=meta,
     )
+    check_ids(data)
+    return data
+
+
+class DamagedCacheError(DataError):
+    """A cache whose content contradicts its own tokenizers or labels."""
+
+
+def check_ids(data: PreparedData) -> None:
+    """Every token id inside its tokenizer's vocabulary and every label inside label_names: a damaged cache (bit
+    rot, an edited file) would otherwise fail with an IndexError in the middle of training. One pass of Arrow's
+    min_max over each column of the memory-mapped splits."""
+    ranges = {"src_ids": data.src_tokenizer.vocab_size, "tgt_ids": data.tgt_tokenizer.vocab_size}
+    if data.label_names:
+        ranges["label"] = len(data.label_names)
+    for split, ds in data.splits.items():
+        for column, size in ranges.items():
+            if column not in ds.column_names:
+                continue
+            values = ds.data.column(column)
+            if column.endswith("_ids"):
+                values = pc.list_flatten(values)
+            bounds = pc.min_max(values).as_py()
+            if bounds["min"] is not None and not (0 <= bounds["min"] and bounds["max"] < size):
+                raise DamagedCacheError(
+                    f"the prepared cache {data.dir} is damaged: {split} {column} holds values from {bounds['min']} to "
+                    f"{bounds['max']}, outside [0, {size}); rebuild it with prepare_data.py force=true (and the same "
+                    f"dataset settings), or delete {data.dir}"
+                )
 
 
 def prepare_from_config(config, tokenizers: tuple[Tokenizer, Tokenizer] | None = None) -> PreparedData:

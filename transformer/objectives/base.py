@@ -1,7 +1,8 @@
 """`TransformerModule`: what every objective's LightningModule shares, written once. It owns the training step's
-plumbing (the loss normalized by the optimizer step's size, the guard against non-finite losses, the optimizer and
-its schedule), the checkpoint artifacts, the sharding hook, and the wiring of validation and test; an objective
-(objectives/classification.py, seq2seq.py, pretrain.py) adds only its model, loss and metrics:
+plumbing (the loss normalized by the optimizer step's size, the guard against NaN/inf losses, gradients and
+weights, the optimizer and its schedule), the checkpoint artifacts, the sharding hook, and the wiring of
+validation and test; an objective (objectives/classification.py, seq2seq.py, pretrain.py) adds only its model, loss
+and metrics:
 
     step_loss(batch)                       -> (summed loss, its size in tokens or examples, batch size)
     evaluate_batch(batch, batch_idx, stage)   one validation/test batch (stage: val | test)
@@ -11,21 +12,26 @@ its schedule), the checkpoint artifacts, the sharding hook, and the wiring of va
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 
-from transformer.checkpoint import Artifacts
+from transformer.checkpoint import Artifacts, find_resume_checkpoint
 from transformer.errors import UserError
-from transformer.optim import OptimConfig, build_optimizer, total_training_steps
+from transformer.optim import OptimConfig, apply_config, build_optimizer, total_training_steps
 
 log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(UserError):
-    """The loss stayed NaN/inf for too many steps in a row."""
+    """The loss (or the gradients) stayed NaN/inf for too many steps in a row."""
+
+
+class NonFiniteWeightsError(UserError):
+    """An optimizer step made the weights NaN/inf."""
 
 
 class TransformerModule(pl.LightningModule):
@@ -63,10 +69,20 @@ class TransformerModule(pl.LightningModule):
 
     def on_before_optimizer_step(self, optimizer) -> None:
         self.step_size.apply(self)
+        self.guard.check_gradients(self)
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        self.guard.check_weights(self)  # before on_train_batch_end, where checkpoints are saved
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer, scheduler = build_optimizer(self.model, self.optim, total_training_steps(self.trainer))
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def on_train_start(self) -> None:
+        if self.trainer.ckpt_path:  # resumed: the optimizer settings are this run's, which may differ (allow_changes)
+            scheduler = self.trainer.lr_scheduler_configs[0].scheduler
+            apply_config(self.trainer.optimizers[0], scheduler, self.model, self.optim)
 
     def configure_model(self) -> None:
         # hardware=fsdp: the strategy (training/fsdp.py) shards the model block by block; other strategies have no
@@ -98,37 +114,96 @@ class TransformerModule(pl.LightningModule):
 
 
 class NonFiniteGuard:
-    """Skips the optimizer step of a NaN/inf loss (training_step returns None) and stops the run after
-    `max_in_a_row` such steps in a row. The weights are never updated from a bad loss, so the checkpoints on disk
-    keep the last good weights. Under DDP the ranks agree, so all skip the same step (one would hang otherwise)."""
+    """Keeps NaN/inf out of the weights. A step whose loss (training_step returns None) or whose gradient norm is
+    NaN/inf is skipped, and `max_in_a_row` such steps in a row stop the run. Should a step still make the weights
+    NaN/inf (an update too large for the number format), the run stops at once, before any checkpoint takes them
+    (and checkpoint.py refuses to write NaN/inf anyway); the message names the last good checkpoint, the one a
+    relaunch resumes from. Under DDP and FSDP the ranks agree, so all skip or stop at the same step (one would hang
+    otherwise). Under a GradScaler (precision=16-mixed) the scaler skips the steps of inf gradients itself, as
+    part of its scale search, so those are not counted here."""
 
     def __init__(self, max_in_a_row: int = 10) -> None:
         self.max_in_a_row = max_in_a_row
         self.in_a_row = 0
+        self.kinds: set[str] = set()  # what was NaN/inf in this streak: loss, gradients
         self.total = 0
 
     def __call__(self, module: pl.LightningModule, loss: torch.Tensor) -> torch.Tensor | None:
-        finite = torch.isfinite(loss.detach()).float()
-        trainer = module.trainer
-        if trainer is not None and trainer.world_size > 1:
-            finite = trainer.strategy.reduce(finite, reduce_op="sum") / trainer.world_size
-        if bool(finite >= 1):
-            self.in_a_row = 0
+        if all_ranks_finite(module, [loss.detach()]):
             return loss
+        self._skip(module, "loss")
+        return None
+
+    def check_gradients(self, module: pl.LightningModule) -> None:
+        """Before the optimizer step (after normalization, before clipping): a NaN/inf gradient norm drops all
+        gradients, so that the optimizer leaves the weights and its state as they are. A step that goes ahead
+        ends the streak of skipped ones."""
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        if not grads:  # every micro-batch's loss was skipped
+            return
+        scaled = getattr(module.trainer.precision_plugin, "scaler", None) is not None
+        if scaled or all_ranks_finite(module, grads, norm=2.0):
+            self.in_a_row = 0
+            self.kinds = set()
+            return
+        for param in module.parameters():
+            param.grad = None
+        self._skip(module, "gradients")
+
+    def check_weights(self, module: pl.LightningModule) -> None:
+        """After the optimizer step: weights that became NaN/inf stop the run before anything saves them."""
+        if all_ranks_finite(module, list(module.parameters())):
+            return
+        raise NonFiniteWeightsError(
+            f"the weights became NaN/inf at step {module.global_step} although its loss and gradients were "
+            f"finite (an update too large): training stopped, {last_good(module)}; lower optim.lr or "
+            f"optim.weight_decay (relaunch with allow_changes=[optim.lr] to keep the run)"
+        )
+
+    def _skip(self, module: pl.LightningModule, what: str) -> None:
         self.in_a_row += 1
+        self.kinds.add(what)
         self.total += 1
         step = module.global_step
         log.warning(
-            "non-finite loss at step %d: step skipped (%d in a row, %d in all)", step, self.in_a_row, self.total
+            "non-finite %s at step %d: step skipped (%d in a row, %d in all)", what, step, self.in_a_row, self.total
         )
         module.log("train/nonfinite_steps", float(self.total), on_step=True, on_epoch=False)
         if self.in_a_row >= self.max_in_a_row:
-            raise NonFiniteLossError(
-                f"the loss was NaN/inf for {self.in_a_row} steps in a row (the last at step {step}): training "
-                f"stopped, the checkpoints keep the last good weights; lower optim.lr, raise optim.warmup_steps or "
-                f"use precision=32-true"
+            what = {"loss": "the loss was", "gradients": "the gradients were"}.get(
+                "".join(self.kinds), "the loss or the gradients were"
             )
-        return None
+            raise NonFiniteLossError(
+                f"{what} NaN/inf for {self.in_a_row} steps in a row (the last at step {step}): training "
+                f"stopped, {last_good(module)}; lower optim.lr (relaunch with allow_changes=[optim.lr] to keep the "
+                f"run), raise optim.warmup_steps or use precision=32-true"
+            )
+
+
+def all_ranks_finite(module: pl.LightningModule, tensors: list[torch.Tensor], norm: float = float("inf")) -> bool:
+    """Whether every tensor is finite on every rank: one fused norm per rank (a NaN/inf element makes it NaN/inf;
+    norm=2 is the gradient norm that clipping computes, which also overflows for gradients too large to use), and
+    one all-reduce. A sharded tensor (FSDP's DTensor) is checked by its local shard, as each rank holds one."""
+    local = [t.to_local() if hasattr(t, "to_local") else t for t in tensors]
+    local = [t.detach() for t in local if t.numel()]
+    if local:
+        norms = torch._foreach_norm(local, norm)
+        total = torch.linalg.vector_norm(torch.stack([n.float() for n in norms]), norm)
+        finite = torch.isfinite(total).float()
+    else:
+        finite = torch.ones((), device=module.device)
+    trainer = module.trainer
+    if trainer is not None and trainer.world_size > 1:
+        finite = trainer.strategy.reduce(finite, reduce_op="sum") / trainer.world_size
+    return bool(finite >= 1)
+
+
+def last_good(module: pl.LightningModule) -> str:
+    """Which checkpoint a relaunch resumes from (the run directory's newest full one: all hold finite weights)."""
+    found = find_resume_checkpoint(Path(module.trainer.default_root_dir), module.artifacts.task)
+    if found is None:
+        return "no checkpoint was written yet, so a relaunch starts afresh"
+    return f"the last good checkpoint is {found}, which a relaunch resumes from"
 
 
 class StepNormalizer:

@@ -21,6 +21,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.strategies import ModelParallelStrategy
 
+from transformer.checkpoint import nonfinite_state, refuse_nonfinite
 from transformer.model import DecoderBlock, EncoderBlock
 from transformer.schema import FSDPConfig
 
@@ -65,10 +66,14 @@ class FSDPStrategy(ModelParallelStrategy):
 
     def save_checkpoint(self, checkpoint: dict[str, Any], filepath, storage_options: Any | None = None) -> None:
         """Sharded: all ranks write into a temporary directory that rank 0 then renames, so a kill during the
-        write never leaves a partial checkpoint under the final name (full checkpoints: AtomicCheckpointIO)."""
-        if not self._save_distributed_checkpoint:
+        write never leaves a partial checkpoint under the final name (full checkpoints: AtomicCheckpointIO); none
+        is written when a rank's shards hold NaN/inf."""
+        if not self._save_distributed_checkpoint:  # rank 0 gathers and writes (AtomicCheckpointIO checks it)
             return super().save_checkpoint(checkpoint, filepath, storage_options)
         path = Path(self.broadcast(str(filepath)))
+        bad = nonfinite_state(checkpoint)  # this rank's shards; all ranks refuse together
+        if int(self.reduce(torch.tensor(float(len(bad)), device=self.root_device), reduce_op="sum")):
+            refuse_nonfinite(path, bad or ["shards of other ranks"])
         tmp = path.with_name(f".{path.name}.tmp")
         if self.is_global_zero and tmp.exists():
             shutil.rmtree(tmp)

@@ -24,7 +24,8 @@ from omegaconf import DictConfig, open_dict
 
 from transformer.errors import ConfigError
 from transformer.schema import typed
-from transformer.training.train import train
+from transformer.training.rundir import run_directory
+from transformer.training.train import check_writable, train
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +37,19 @@ def run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, Any
     preempted stage returns {"preempted": True, ...}: relaunch the same command to resume it)."""
     if not cfg.get("pretrain_run"):
         return train(cfg, callbacks)
-    typed(cfg)  # every check of the fine-tuning config, before the pretraining starts
+    config = typed(cfg)  # every check of the fine-tuning config, before the pretraining starts
     if cfg.get("init_from"):
         raise ConfigError("pretrain_run and init_from are both set: the pretraining run gives init_from, drop one")
-    init_from, pretrain = run_pretraining(cfg)
-    if init_from is None:  # preempted while pretraining
-        return pretrain
-    cfg.init_from = init_from  # the checkpoints' stored config says where the weights came from
-    return train(cfg, callbacks, extra={"pretrain": pretrain})
+    check_writable(config.paths.output_dir)
+    # both stages in one owned run directory: a fresh recipe makes room for the whole of it, pretrain/ included,
+    # so the fine-tuning then continues what is there (its own checkpoints, after a preemption)
+    with run_directory(config):
+        init_from, pretrain = run_pretraining(cfg)
+        if init_from is None:  # preempted while pretraining
+            return pretrain
+        cfg.init_from = init_from  # the checkpoints' stored config says where the weights came from
+        cfg.resume, cfg.overwrite = "auto", False
+        return train(cfg, callbacks, extra={"pretrain": pretrain})
 
 
 def stage_overrides(cfg: DictConfig, output_dir: Path) -> list[str]:

@@ -44,6 +44,7 @@ from transformer.training.fsdp import NAME as FSDP_NAME
 from transformer.training.fsdp import FSDPStrategy, GatherForEvaluation
 from transformer.training.init import check_same_tokenizers, initialize, keeps_checkpoint_tokenizer, open_init
 from transformer.training.preemption import Preempted, PreemptionCheckpoint
+from transformer.training.rundir import auto_resume, check_relaunch, run_directory
 from transformer.training.tensorboard import log_hparams
 
 log = logging.getLogger(__name__)
@@ -92,8 +93,7 @@ def resume_checkpoint(config: TrainConfig) -> str | None:
     """ckpt_path when given; with resume=auto (the default when run_name is set), the run directory's newest."""
     if config.ckpt_path:
         return config.ckpt_path
-    auto = config.resume == "auto" or (config.resume is None and config.run_name is not None)
-    if not auto:
+    if not auto_resume(config):
         return None
     found = find_resume_checkpoint(config.paths.output_dir, config.task.name)
     if found is None:
@@ -172,6 +172,15 @@ def train(
         check_resumable(config.ckpt_path, config.task.name)
         check_strategy_reads(config.ckpt_path, config)
     check_writable(config.paths.output_dir)
+    with run_directory(config):  # no other process trains here meanwhile (training/rundir.py)
+        return _train(cfg, config, callbacks, start, extra)
+
+
+def _train(
+    cfg: DictConfig, config: TrainConfig, callbacks: Sequence[pl.Callback], start: float, extra: dict[str, Any] | None
+) -> dict[str, Any]:
+    """train() inside its owned run directory: data, model, the relaunch's checks, Trainer, fit and scores."""
+    resume_from = resume_checkpoint(config)
     pl.seed_everything(config.seed, workers=True)
     init = open_init(config.init_from) if config.init_from else None
     init_artifacts = Artifacts.of(init[1], init[0]) if init is not None else None
@@ -193,6 +202,8 @@ def train(
     if init is not None:
         log.info("%s", initialize(module.model, init[1], str(init[0])).summary())
         del init  # the checkpoint's tensors are copied
+    if resume_from is not None:
+        check_relaunch(resume_from, config, artifacts, module)
     if config.compile:
         compile_blocks(module.model)
     datamodule = TextDataModule(prepared, config.task.objective, config.batching, config.seed)
@@ -200,7 +211,7 @@ def train(
     log.info("model: %s, %.2fM parameters", type(module.model).__name__, count_parameters(module.model) / 1e6)
 
     with multirun_job():
-        return fit_and_score(trainer, module, datamodule, config, "test" in prepared.splits, start, extra)
+        return fit_and_score(trainer, module, datamodule, config, "test" in prepared.splits, resume_from, start, extra)
 
 
 def fit_and_score(
@@ -209,15 +220,17 @@ def fit_and_score(
     datamodule,
     config: TrainConfig,
     has_test: bool,
+    resume_from: str | None = None,
     start: float | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Fit, validate the final (or averaged) weights, test them, and write metrics.json (with `extra`, and the
-    wall time since `start`: `seconds`; `total_seconds` adds a pretraining run's).
+    """Fit (resuming from `resume_from`), validate the final (or averaged) weights, test them, and write
+    metrics.json (with `extra`, and the wall time since `start`: `seconds`; `total_seconds` adds a pretraining
+    run's).
 
     A preempted fit returns {"preempted": True, ...} at once: its state is in checkpoints/preempted.ckpt."""
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(config))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
     except Preempted as preempted:
         log.warning("%s: relaunch the same command to resume", preempted)
         return {"preempted": True, "checkpoint": str(preempted.path), "global_step": preempted.step}
