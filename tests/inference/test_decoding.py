@@ -204,6 +204,7 @@ def test_decoding_config_bounds_numerically_degenerate_settings(setting, reason)
     assert str(caught.value).startswith(reason) and "\n" not in str(caught.value)
 
 
+@pytest.mark.slow  # decodes to the length budget's edge (max_len_b=100000 meets max_positions): ~40 s
 def test_the_bounds_keep_every_setting_they_allow_finite():
     """At the edges of the bounds, sampling still draws from finite probabilities and budgets stay in range."""
     model = peaked_model()
