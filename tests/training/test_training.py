@@ -153,6 +153,7 @@ def test_ddp_cpu_trains_two_processes_and_checkpoints(tmp_path, cache_dir):
     assert [p.name for p in tmp_path.iterdir()] == ["run"]  # rank 1 joined rank 0's run directory
 
 
+@pytest.mark.slow  # two epochs of the default small model: minutes on 2 cores, the heaviest test by far
 def test_short_sentiment_run_learns(tmp_path, cache_dir, compose_config):
     """Two epochs of the default sentiment run (small model, offline sample) end well above chance (50%);
     a bag of words scores about 60% on this sample, the full default run about 84%."""
