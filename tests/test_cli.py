@@ -13,6 +13,8 @@ import yaml
 from helpers import TINY_RUN as TINY
 from helpers import run_script
 
+from transformer.training.summary import number
+
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> Path:
@@ -52,6 +54,14 @@ def test_multirun_over_groups_and_values(tmp_path, cache):
         metrics = json.loads((sweep / str(job) / "metrics.json").read_text())
         assert metrics["global_step"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"]  # no stray run directories
+    table = result.stdout[result.stdout.index("sweep done: 4 jobs in sweep") :].splitlines()
+    assert table[1].split() == ["job", "overrides", "val/loss", "val/acc", "val/f1", "test/loss", "test/acc",
+                                "test/f1", "steps", "time"]  # fmt: skip
+    for job, row in enumerate(table[2:6]):
+        metrics = json.loads((sweep / str(job) / "metrics.json").read_text())
+        assert row.split()[0].rstrip("*") == str(job) and " ".join(overrides[job][:2]) in row
+        assert number(metrics["val/acc"]) in row and number(metrics["test/acc"]) in row
+    assert sum(row.split()[0].endswith("*") for row in table[2:6]) == 1  # the best by val/acc
 
 
 def test_multirun_with_ddp_runs_each_job_once_in_its_own_directory(tmp_path, cache):

@@ -111,12 +111,17 @@ def train_main() -> None:
     def train_job(cfg: DictConfig) -> float | None:
         """Returns the monitored metric, which sweepers (e.g. Optuna) optimize; a preempted run exits with 75."""
         # imported inside the job: --help, --cfg and composition errors answer without loading Lightning
+        from pytorch_lightning.utilities import rank_zero_only
+
         from transformer.training import stages
         from transformer.training.preemption import PREEMPTED_EXIT_CODE
+        from transformer.training.summary import closing_summary
 
         metrics = stages.run(cfg)
         if metrics.get("preempted"):
             raise SystemExit(PREEMPTED_EXIT_CODE)
+        if rank_zero_only.rank == 0:
+            print(closing_summary(metrics, cfg.paths.output_dir, cfg.task.monitor), flush=True)
         value = metrics.get(cfg.task.monitor)
         return None if value is None else float(value)
 
