@@ -251,7 +251,8 @@ class EvaluateConfig:
     ckpt: Any = MISSING  # a checkpoint, or a run directory (its averaged, best or last checkpoint); a list of them
     # ([a.ckpt,b.ckpt]) evaluates their ensemble
     split: str = "test"
-    output_dir: str | None = None  # metrics and predictions; None: next to the checkpoint
+    output_dir: str | None = None  # metrics and predictions; None: <run>/evaluate/<checkpoint name>/ in the
+    # checkpoint's run directory
     dataset: DatasetConfig | None = None  # None: the dataset the checkpoint was trained on
     paths: PathsConfig = field(default_factory=PathsConfig)
     batching: BatchingConfig = field(default_factory=BatchingConfig)  # eval_max_tokens: padded tokens per batch
@@ -273,7 +274,7 @@ class PredictConfig:
 class ExportConfig:
     ckpt: str = MISSING  # a checkpoint, or a run directory (its averaged, best or last checkpoint)
     format: str = "onnx"  # onnx | torch_export
-    output_dir: str | None = None  # None: export_<format>/ next to the checkpoint
+    output_dir: str | None = None  # None: <run>/export_<format>/ in the checkpoint's run directory
     opset: int = 18  # ONNX opset
     check: bool = True  # run the exported graphs against PyTorch on a sample before finishing
 
@@ -315,7 +316,8 @@ class AttendConfig:
     target: str | None = None  # seq2seq, with `text`: force-decode this output instead of the model's own
     words: bool = False  # merge SentencePiece pieces into words on the axes
     alignment_layer: int | None = None  # decoder layer of the alignment; null: the second to last (or the only)
-    output_dir: str = "attention"  # one input: its files here; several: <output_dir>/<line number>/
+    output_dir: str | None = None  # one input: its files here; several: <output_dir>/<line number>/; null:
+    # <run>/attention/<the text's words> (several: <input file name> or stdin) in the checkpoint's run directory
     decoding: dict[str, Any] = field(default_factory=decoding_overrides)
 
 

@@ -148,9 +148,9 @@ def test_torch_export_classifier_matches_pytorch(sentiment_run, workdir):
 
 @pytest.fixture(scope="module")
 def translation_export(translation_run) -> Path:
-    """The translation run exported in its checkpoints folder, with check=true (greedy on a sample)."""
+    """The translation run exported in its run directory, with check=true (greedy on a sample)."""
     written = export(compose("export", [f"ckpt={translation_run}"]))
-    out = translation_run / "checkpoints" / "export_onnx"  # next to the checkpoint
+    out = translation_run / "export_onnx"  # the default: in the run
     assert {p.name for p in written} == {"encoder.onnx", "decoder_step.onnx", "tokenizer.model", "export.json"}
     assert all(p.parent == out for p in written)
     return out

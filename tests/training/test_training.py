@@ -190,7 +190,7 @@ def test_train_averages_the_last_epochs(tmp_path, cache_dir, compose_config):
     epochs = epoch_checkpoints(run / "checkpoints" / "epochs")
     assert [p.name for p in epochs] == ["epoch001.ckpt", "epoch002.ckpt"]  # only the last 2 are kept
     averaged = load_checkpoint(run / "checkpoints" / "averaged.ckpt")
-    assert metrics["averaged_checkpoint"] == str(run / "checkpoints" / "averaged.ckpt")
+    assert metrics["averaged_checkpoint"] == str(Path("checkpoints") / "averaged.ckpt")  # relative to the run
     first, second = (load_checkpoint(p)["state_dict"] for p in epochs)
     assert any(not torch.equal(first[k], second[k]) for k in first)
     for name, value in averaged["state_dict"].items():

@@ -335,6 +335,7 @@ def write_tokenizers(artifacts: Artifacts, out: Path) -> dict[str, str]:
 def export(cfg: DictConfig) -> list[Path]:
     """transformer-export: a checkpoint's graphs, tokenizers and export.json (ExportConfig), written atomically and
     checked against PyTorch (check=true) before they take the place of an earlier export. Returns the files."""
+    from transformer.checkpoint import run_directory
     from transformer.inference import open_fine_tuned  # Lightning and the task modules: only when exporting
 
     config: ExportConfig = typed(cfg)
@@ -342,7 +343,7 @@ def export(cfg: DictConfig) -> list[Path]:
     if config.output_dir:  # refused before the checkpoint is read (replacing checks again)
         check_output_dir(Path(config.output_dir).resolve())
     path, artifacts, module = open_fine_tuned(config.ckpt)
-    out = Path(config.output_dir) if config.output_dir else path.resolve().parent / f"export_{config.format}"
+    out = Path(config.output_dir) if config.output_dir else run_directory(path) / f"export_{config.format}"
     metadata = {
         "checkpoint": str(path.resolve()),
         "task": artifacts.task,

@@ -27,6 +27,7 @@ from transformer.checkpoint import (
     check_resumable,
     find_resume_checkpoint,
     is_sharded,
+    run_relative,
     write_json,
 )
 from transformer.config import ModelConfig
@@ -231,11 +232,11 @@ def fit_and_score(
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if checkpoint is not None else ""
     if best:
-        metrics["best_checkpoint"] = best
+        metrics["best_checkpoint"] = run_relative(best, config.paths.output_dir)  # relocatable run directories
         if checkpoint.best_model_score is not None:
             metrics["best_score"] = float(checkpoint.best_model_score)
     if averaged:
-        metrics["averaged_checkpoint"] = str(averaged)
+        metrics["averaged_checkpoint"] = run_relative(averaged, config.paths.output_dir)
     metrics["parameters"] = count_parameters(module.model)
     metrics["global_step"] = trainer.global_step
     throughput = next((c for c in trainer.callbacks if isinstance(c, TokenThroughput)), None)
