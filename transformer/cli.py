@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from transformer import schema
+from transformer.console import quiet
 from transformer.errors import UserError
 
 CONFIG_PATH = "pkg://transformer.configs"  # the repository's configs/, package data (setup.py)
@@ -63,6 +64,8 @@ def run(function: Callable[[DictConfig], Any], config_name: str) -> None:
     def main(cfg: DictConfig) -> Any:
         nonlocal job_started
         job_started = True
+        if not cfg.get("verbose", False):
+            quiet()
         try:
             return function(cfg)
         except UserError as error:

@@ -161,6 +161,7 @@ class TrainConfig:
     # Hydra overrides of a pretraining run (task=pretrain ...) that trains first, in <run dir>/pretrain, and whose
     # final weights become init_from: a pretrain-then-fine-tune recipe in one command (training/stages.py)
     pretrain_run: list[str] = field(default_factory=list)
+    verbose: bool = False  # true: every library line and warning (transformer/console.py drops the noise)
 
     def __post_init__(self) -> None:
         check_objectives(self.task, self.dataset)
@@ -241,6 +242,7 @@ class PrepareConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     num_proc: int | None = None  # encoding processes; None: from the CPU count and corpus size
     force: bool = False  # rebuild the cache even when it is valid
+    verbose: bool = False  # true: every library line and warning (transformer/console.py drops the noise)
 
     def __post_init__(self) -> None:
         check_objectives(self.task, self.dataset)
@@ -258,6 +260,7 @@ class EvaluateConfig:
     batching: BatchingConfig = field(default_factory=BatchingConfig)  # eval_max_tokens: padded tokens per batch
     trainer: dict[str, Any] = field(default_factory=dict)  # pytorch_lightning.Trainer arguments (accelerator...)
     decoding: dict[str, Any] = field(default_factory=decoding_overrides)
+    verbose: bool = False  # true: every library line and warning (transformer/console.py drops the noise)
 
 
 @dataclass
@@ -268,6 +271,7 @@ class PredictConfig:
     batch_size: int = 32
     interactive: bool = False  # read lines from the terminal and answer each at once (a prompt, no batching)
     decoding: dict[str, Any] = field(default_factory=decoding_overrides)
+    verbose: bool = False  # true: every library line and warning (transformer/console.py drops the noise)
 
 
 @dataclass
@@ -277,6 +281,7 @@ class ExportConfig:
     output_dir: str | None = None  # None: <run>/export_<format>/ in the checkpoint's run directory
     opset: int = 18  # ONNX opset
     check: bool = True  # run the exported graphs against PyTorch on a sample before finishing
+    verbose: bool = False  # true: every library line and warning (transformer/console.py drops the noise)
 
 
 @dataclass
@@ -295,6 +300,7 @@ class ServeConfig:
     max_beam_size: int = 8
     max_nbest: int = 8
     max_len_b: int = 256  # cap on a request's generated-token budget term
+    verbose: bool = False  # true: every library line and warning (transformer/console.py drops the noise)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -319,6 +325,7 @@ class AttendConfig:
     output_dir: str | None = None  # one input: its files here; several: <output_dir>/<line number>/; null:
     # <run>/attention/<the text's words> (several: <input file name> or stdin) in the checkpoint's run directory
     decoding: dict[str, Any] = field(default_factory=decoding_overrides)
+    verbose: bool = False  # true: every library line and warning (transformer/console.py drops the noise)
 
 
 @dataclass
@@ -337,6 +344,7 @@ class BaselineConfig:
     eval_split: str | None = None  # null: test when the dataset has one, else validation
     select_by: str | None = None  # the metric the tuning maximizes; null: the task's monitored metric
     output: str | None = None  # write the tuning table and the scores as JSON here
+    verbose: bool = False  # true: every library line and warning (transformer/console.py drops the noise)
 
     def __post_init__(self) -> None:
         check_objectives(self.task, self.dataset)

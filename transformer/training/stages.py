@@ -54,6 +54,7 @@ def stage_overrides(cfg: DictConfig, output_dir: Path) -> list[str]:
         f"seed={cfg.seed}",
         f"precision={cfg.precision}",
         f"compile={cfg.compile}",
+        f"verbose={cfg.get('verbose', False)}",
         f"paths.cache_dir={cfg.paths.cache_dir}",
     ]
     if cfg.paths.data_root is not None:

@@ -124,6 +124,7 @@ def build_trainer(
     callbacks += list(extra_callbacks)
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values() if node is not None]
     trainer_kwargs = dict(config.trainer)
+    trainer_kwargs.setdefault("enable_model_summary", config.verbose)  # quiet: the size is logged in one line
     precision = resolve_precision(config.precision, trainer_kwargs.get("accelerator", "cpu"))
     if trainer_kwargs.get("strategy") == FSDP_NAME:
         trainer_kwargs["strategy"] = FSDPStrategy(config.hardware.fsdp, bf16=str(precision).startswith("bf16"))
