@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import pytest
@@ -139,6 +140,21 @@ def test_checkpoint_of_another_task_and_missing_key(tmp_path, cache_dir, compose
     assert result.returncode == 2 and "ckpt" in result.stderr.strip().splitlines()[-1]
     result = run_script("predict.py", f"ckpt={tmp_path / 'nope.ckpt'}", "text=hello")
     assert result.returncode == 2 and "does not exist" in result.stderr.strip().splitlines()[-1]
+
+
+def test_max_steps_mid_epoch_validates_once_and_keeps_its_best_checkpoint(tmp_path, cache_dir, compose_config):
+    """Lightning validates at epoch ends only: a run stopped by max_steps inside an epoch is validated at that step
+    (callbacks.ValidationStep), so its top-k checkpoint holds the final weights and their score, with no warning."""
+    run = tmp_path / "run"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        metrics = train(compose_config("train", fast("sentiment", run, cache_dir, "trainer.max_steps=3", "logger={}")))
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 0, "consumed": 3}]
+    assert state["loops"]["fit_loop"]["epoch_loop.batch_progress"]["is_last_batch"] is False  # inside the epoch
+    assert metrics["best_checkpoint"] == str(Path("checkpoints") / "epoch000-step3.ckpt")
+    assert metrics["best_score"] == metrics["val/acc"]  # the final weights, scored by their own validation
+    assert not [w for w in caught if "could not find the monitored key" in str(w.message)]
 
 
 def test_ddp_cpu_trains_two_processes_and_checkpoints(tmp_path, cache_dir):

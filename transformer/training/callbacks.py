@@ -70,11 +70,22 @@ class TokenThroughput(pl.Callback):
 
 
 class ValidationStep(pl.Callback):
-    """Remembers the global step of the latest validation, so train() can tell whether the final weights
-    were validated (a run that stops at max_steps mid-epoch ends without a validation)."""
+    """Validates a run that stops on trainer.max_steps in the middle of an epoch, and remembers the global step of
+    the latest validation, so train() can tell whether the final weights were validated.
+
+    Lightning validates at the end of an epoch only, so a run whose max_steps falls inside one would end without a
+    validation: ModelCheckpoint would warn that the monitored metric is missing ("could not find val/acc ...
+    HINT: Did you call log()?") and keep last.ckpt only, or score the final weights with an earlier validation.
+    Setting `trainer.should_stop` at that step makes Lightning validate there, as it does for early stopping, so the
+    top-k checkpoints get the final weights with their own score."""
 
     def __init__(self) -> None:
         self.step = -1
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        at_max_steps = trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
+        if at_max_steps and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            trainer.should_stop = True
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
