@@ -15,6 +15,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -53,6 +54,22 @@ def short(error: BaseException) -> str:
     if isinstance(cause, OmegaConfBaseException):
         return f"{schema.one_line(cause)}; `--cfg job` shows every key and its value"
     return schema.one_line(error)
+
+
+def check_early(cfg: DictConfig) -> None:
+    """The errors a user makes most, answered before the heavy stack (torch, Lightning, datasets: seconds) is
+    imported: every check of the config's schema, and a checkpoint or input file that does not exist. The
+    functions called next check the same again, for their Python callers."""
+    config = schema.typed(cfg)
+    ckpt = getattr(config, "ckpt", None)
+    for path in ckpt if isinstance(ckpt, list) else [ckpt] if ckpt is not None else []:
+        if not Path(str(path)).exists():
+            raise UserError(
+                f"checkpoint {path} does not exist: pass a run directory or <run dir>/checkpoints/<name>.ckpt"
+            )
+    source = getattr(config, "input", None)
+    if source is not None and not Path(source).is_file():
+        raise UserError(f"input file {source} does not exist: pass input=<text file, one line each>")
 
 
 def run(function: Callable[[DictConfig], Any], config_name: str) -> None:
@@ -133,6 +150,7 @@ def train_main() -> None:
 
 def evaluate_main() -> None:
     def evaluate_job(cfg: DictConfig) -> None:
+        check_early(cfg)
         from transformer.inference import evaluate  # inside the job, as in train_main
 
         print(json.dumps(evaluate(cfg), indent=2, sort_keys=True))
@@ -142,6 +160,7 @@ def evaluate_main() -> None:
 
 def predict_main() -> None:
     def predict_job(cfg: DictConfig) -> None:
+        check_early(cfg)
         from transformer.inference import predict
 
         lines = predict(cfg)  # interactive=true prints as it goes
@@ -153,6 +172,7 @@ def predict_main() -> None:
 
 def attend_main() -> None:
     def attend_job(cfg: DictConfig) -> None:
+        check_early(cfg)
         from transformer.inference import attend
 
         print("\n".join(str(path) for path in attend(cfg)))
@@ -162,6 +182,7 @@ def attend_main() -> None:
 
 def export_main() -> None:
     def export_job(cfg: DictConfig) -> None:
+        check_early(cfg)
         from transformer.export import export
 
         print("\n".join(str(path) for path in export(cfg)))
@@ -171,6 +192,7 @@ def export_main() -> None:
 
 def serve_main() -> None:
     def serve_job(cfg: DictConfig) -> None:
+        check_early(cfg)
         from transformer.serve import serve
 
         serve(cfg)

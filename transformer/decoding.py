@@ -9,51 +9,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from transformer.config import DecodingConfig
 from transformer.ensemble import Seq2SeqEnsemble
-from transformer.errors import ConfigError
 from transformer.model import EncoderDecoder
-
-
-@dataclass
-class DecodingConfig:
-    beam_size: int = 4
-    length_penalty: float = 1.0
-    max_len_a: float = 1.2  # budget of a*source_length + b generated tokens
-    max_len_b: int = 10
-    min_len: int = 0  # no EOS before this many tokens (fairseq --min-len), unless the budget ends first
-    val_beam_size: int | None = 1  # validation during training: 1 is greedy (fast); None: beam_size
-    val_max_batches: int | None = None  # decode only the first batches of validation (loss uses all)
-    nbest: int = 1  # hypotheses returned per input (<= beam_size; with sampling, that many samples)
-    no_repeat_ngram_size: int = 0  # > 0: never emit an n-gram of this many tokens twice (fairseq, HF)
-    sampling: bool = False  # draw each token instead of searching (beam_size is then unused)
-    temperature: float = 1.0  # sampling: logits / temperature
-    top_k: int = 0  # sampling: only the k most likely tokens (0: all)
-    top_p: float = 1.0  # sampling: only the smallest set of tokens whose probability reaches p (nucleus)
-    seed: int | None = None  # sampling: the same seed draws the same outputs; None draws fresh ones
-
-    def __post_init__(self) -> None:
-        if self.beam_size < 1 or (self.val_beam_size is not None and self.val_beam_size < 1):
-            raise ConfigError(f"beam sizes must be >= 1, got {self.beam_size} / {self.val_beam_size}")
-        if self.min_len < 0:
-            raise ConfigError(f"decoding.min_len must be >= 0, got {self.min_len}")
-        if self.nbest < 1 or (not self.sampling and self.nbest > self.beam_size):
-            raise ConfigError(
-                f"decoding.nbest={self.nbest} must be between 1 and decoding.beam_size={self.beam_size}: raise the "
-                f"beam size, or sample (decoding.sampling=true)"
-            )
-        if self.no_repeat_ngram_size < 0:
-            raise ConfigError(f"decoding.no_repeat_ngram_size must be >= 0, got {self.no_repeat_ngram_size}")
-        if self.temperature <= 0 or self.top_k < 0 or not 0 < self.top_p <= 1:
-            raise ConfigError(
-                f"sampling needs temperature > 0, top_k >= 0 and 0 < top_p <= 1, got {self.temperature}, "
-                f"{self.top_k}, {self.top_p}"
-            )
 
 
 def max_lengths(src_pad_mask: Tensor, max_len_a: float, max_len_b: int, limit: int) -> Tensor:

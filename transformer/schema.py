@@ -20,14 +20,11 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from transformer.config import ModelConfig
-from transformer.data.batching import BatchingConfig
-from transformer.data.config import DatasetConfig
+from transformer.config import DecodingConfig, ModelConfig, OptimConfig
+from transformer.data.config import BatchingConfig, DatasetConfig
 from transformer.data.noising import NoiseConfig
-from transformer.decoding import DecodingConfig
 from transformer.errors import ConfigError
 from transformer.metrics import GENERATION_METRICS
-from transformer.optim import OptimConfig
 
 OBJECTIVES = ("classification", "seq2seq", "pretrain")
 CLASSIFICATION_METRICS = ("acc", "f1")
