@@ -123,7 +123,7 @@ def build_optimizer(model: nn.Module, config: OptimConfig, total_steps: int):
 
     lambdas = [embedding_schedule if embedding else schedule for embedding in embeddings]  # one per group
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
-    return optimizer, {"scheduler": scheduler, "interval": "step"}
+    return optimizer, {"scheduler": scheduler, "interval": "step", "name": "train/lr"}  # LearningRateMonitor's tag
 
 
 def total_training_steps(trainer) -> int:

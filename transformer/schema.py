@@ -13,6 +13,7 @@ signatures we do not copy.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
@@ -377,10 +378,27 @@ def first_set(*values: Any) -> Any:
     return next((value for value in values if value not in (None, "")), None)
 
 
+def run_label(output_dir: str | None) -> str:
+    """`${run_label:${paths.output_dir}}`: a run's name in TensorBoard. A run's is its directory's name (run_name or
+    the date); a sweep job's is its number and the overrides that set it apart (Hydra's override_dirname, without
+    the paths), since its directory's name is only the number."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    name = os.path.basename(os.path.normpath(output_dir)) if output_dir else "run"
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        job = HydraConfig.get().job
+        overrides = job.override_dirname.replace("/", "_")
+        name = f"{job.num}-{overrides}"[:120] if overrides else str(job.num)
+    return name
+
+
 def register() -> None:
     """Store the schemas in Hydra's ConfigStore (idempotent); the entry configs name them first in their defaults."""
     if not OmegaConf.has_resolver("first_set"):
         OmegaConf.register_new_resolver("first_set", first_set)
+    if not OmegaConf.has_resolver("run_label"):
+        OmegaConf.register_new_resolver("run_label", run_label)
     store = ConfigStore.instance()
     for name, schema in SCHEMAS.items():
         store.store(name=name, node=schema)

@@ -65,7 +65,7 @@ def test_train_evaluate_predict_end_to_end(task, tmp_path, cache_dir, compose_co
     assert any(k.startswith("test/") for k in written)
     assert metrics[monitor] == written[monitor]
     assert (run / "checkpoints" / "last.ckpt").is_file()
-    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((run / "tensorboard" / "run").glob("events.out.tfevents.*"))  # tensorboard/<run name>/
 
     ckpt = run / "checkpoints" / "last.ckpt"
     checkpoint = load_checkpoint(ckpt)  # weights_only: nothing pickled runs
