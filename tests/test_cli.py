@@ -257,3 +257,11 @@ def test_help_starts_with_usage_common_commands_and_where_keys_are_documented():
     assert "Common commands" in result.stdout and "transformer-train task=sentiment" in result.stdout
     assert "transformer/schema.py" in result.stdout and "--cfg job" in result.stdout
     assert len(lines) < 40  # not a dump of the config
+
+
+def test_cfg_job_says_which_sizes_come_from_the_data():
+    """model.vocab_size is the tokenizer's size (train() sets it from the data), not ModelConfig's 8000."""
+    shown = yaml.safe_load(run_script("train.py", "--cfg", "job").stdout)
+    assert shown["model"]["vocab_size"] == "${dataset.tokenizer.vocab_size}"
+    resolved = yaml.safe_load(run_script("train.py", "--cfg", "job", "--resolve", "task=translation").stdout)
+    assert resolved["model"]["vocab_size"] == resolved["dataset"]["tokenizer"]["vocab_size"] == 1000

@@ -115,6 +115,8 @@ def test_cli_writes_graph_tokenizer_and_metadata(cli_export, sentiment_run):
     }
     assert meta["check"]["against"] == "pytorch" and meta["check"]["rows"] == 4
     assert 0 <= meta["check"]["max_abs_error"] <= meta["check"]["atol"] == 1e-4
+    said = f"wrote {out}; check against PyTorch on 4 sample rows: class probabilities within "
+    assert result.stderr.strip().splitlines()[-1].startswith(said)  # the check's result, said
     assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")) == []  # no leftovers
 
 

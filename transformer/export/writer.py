@@ -354,7 +354,18 @@ def export(cfg: DictConfig) -> list[Path]:
     with replacing(out) as folder:
         metadata["tokenizers"] = write_tokenizers(artifacts, folder)
         names = write_export(module.model, folder, config.format, config.opset, decoding, metadata, config.check)
+    print(f"wrote {out}; {describe_check(json.loads((out / METADATA).read_text())['check'])}", file=sys.stderr)
     return [out / name for name in names]
+
+
+def describe_check(measured: dict[str, Any] | None) -> str:
+    """One line for what check() measured (export.json's `check`)."""
+    if measured is None:
+        return "not checked against PyTorch (check=false)"
+    rows = f"check against PyTorch on {measured['rows']} sample rows"
+    if "max_abs_error" in measured:
+        return f"{rows}: class probabilities within {measured['max_abs_error']:.1e} (tolerance {measured['atol']:.0e})"
+    return f"{rows}: greedy decoding identical, token for token ({measured['tokens']} tokens)"
 
 
 def check_settings(fmt: str, opset: int) -> None:
