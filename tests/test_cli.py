@@ -5,13 +5,18 @@ leaving the cache and the run directory as they were."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from helpers import ROOT, run_script
 from helpers import TINY_RUN as TINY
-from helpers import run_script
+
+from transformer.training.summary import number
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +57,14 @@ def test_multirun_over_groups_and_values(tmp_path, cache):
         metrics = json.loads((sweep / str(job) / "metrics.json").read_text())
         assert metrics["global_step"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"]  # no stray run directories
+    table = result.stdout[result.stdout.index("sweep done: 4 jobs in sweep") :].splitlines()
+    assert table[1].split() == ["job", "overrides", "val/loss", "val/acc", "val/f1", "test/loss", "test/acc",
+                                "test/f1", "steps", "time"]  # fmt: skip
+    for job, row in enumerate(table[2:6]):
+        metrics = json.loads((sweep / str(job) / "metrics.json").read_text())
+        assert row.split()[0].rstrip("*") == str(job) and " ".join(overrides[job][:2]) in row
+        assert number(metrics["val/acc"]) in row and number(metrics["test/acc"]) in row
+    assert sum(row.split()[0].endswith("*") for row in table[2:6]) == 1  # the best by val/acc
 
 
 def test_multirun_with_ddp_runs_each_job_once_in_its_own_directory(tmp_path, cache):
@@ -213,3 +226,42 @@ def test_predict_accepts_a_run_directory_and_echoes_empty_lines(trained):
     lines = result.stdout.split("\n")
     assert lines[1] == "" and lines[0].split("\t")[0] in ("negative", "positive") and lines[2]
     assert "the run's best checkpoint" in result.stderr or "the run's last checkpoint" in result.stderr
+
+
+FAST_ERRORS = [
+    ("predict.py", ["text=hi"], "error: ckpt is required: pass ckpt=<value>"),
+    ("evaluate.py", ["ckpt=nowhere.ckpt"], "error: checkpoint nowhere.ckpt does not exist: pass a run directory or"),
+    ("attend.py", ["ckpt=nowhere", "text=hi"], "error: checkpoint nowhere does not exist: pass a run directory or"),
+]
+
+
+@pytest.mark.parametrize("script,args,message", FAST_ERRORS, ids=[s for s, _, _ in FAST_ERRORS])
+def test_argument_and_checkpoint_errors_answer_before_torch_is_imported(script, args, message, tmp_path):
+    start = time.perf_counter()
+    result = run_script(script, *args, cwd=tmp_path)
+    elapsed = time.perf_counter() - start
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and result.stderr.startswith(message)
+    assert elapsed < 4.0  # under 2 s on an idle machine; generous for a loaded one
+    traced = subprocess.run([sys.executable, "-X", "importtime", str(ROOT / "scripts" / script), *args],
+                            capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    imported = {line.split("|")[-1].strip() for line in traced.stderr.splitlines() if line.startswith("import time:")}
+    assert not imported & {"torch", "datasets", "pytorch_lightning"}, "the heavy stack came before the answer"
+
+
+def test_help_starts_with_usage_common_commands_and_where_keys_are_documented():
+    result = run_script("predict.py", "--help")
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("usage: transformer-predict ckpt=<checkpoint or run dir>")
+    assert "Common commands" in result.stdout and "transformer-train task=sentiment" in result.stdout
+    assert "transformer/schema.py" in result.stdout and "--cfg job" in result.stdout
+    assert len(lines) < 40  # not a dump of the config
+
+
+def test_cfg_job_says_which_sizes_come_from_the_data():
+    """model.vocab_size is the tokenizer's size (train() sets it from the data), not ModelConfig's 8000."""
+    shown = yaml.safe_load(run_script("train.py", "--cfg", "job").stdout)
+    assert shown["model"]["vocab_size"] == "${dataset.tokenizer.vocab_size}"
+    resolved = yaml.safe_load(run_script("train.py", "--cfg", "job", "--resolve", "task=translation").stdout)
+    assert resolved["model"]["vocab_size"] == resolved["dataset"]["tokenizer"]["vocab_size"] == 1000

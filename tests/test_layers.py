@@ -37,7 +37,7 @@ LAYERS = [
             "export/spec.py",
         ],
     ),  # fmt: skip
-    ("leaves", ["config.py", "dropout.py", "errors.py"]),
+    ("leaves", ["config.py", "console.py", "dropout.py", "errors.py"]),
 ]
 
 

@@ -1,16 +1,27 @@
-"""Transformer training framework: attention, models and decoding in plain PyTorch."""
+"""Transformer training framework: attention, models and decoding in plain PyTorch.
 
-from transformer.attention import MultiHeadAttention
-from transformer.config import ModelConfig, named_sizes
-from transformer.decoding import beam_search, greedy_search
-from transformer.model import EncoderClassifier, EncoderDecoder
+The names below are imported on first use (PEP 562), so that the commands compose and check a config, and answer
+its errors, without importing torch first.
+"""
 
-__all__ = [
-    "EncoderClassifier",
-    "EncoderDecoder",
-    "ModelConfig",
-    "MultiHeadAttention",
-    "beam_search",
-    "greedy_search",
-    "named_sizes",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+HOMES = {
+    "EncoderClassifier": "transformer.model",
+    "EncoderDecoder": "transformer.model",
+    "ModelConfig": "transformer.config",
+    "MultiHeadAttention": "transformer.attention",
+    "beam_search": "transformer.decoding",
+    "greedy_search": "transformer.decoding",
+    "named_sizes": "transformer.config",
+}
+__all__ = sorted(HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in HOMES:
+        raise AttributeError(f"module 'transformer' has no attribute {name!r}")
+    return getattr(importlib.import_module(HOMES[name]), name)

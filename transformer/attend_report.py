@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import textwrap
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -76,18 +77,34 @@ def layer_figure(maps: AttentionMaps, kind: str, layer: int) -> Figure:
     return fig
 
 
-def compact_figure(maps: AttentionMaps, kind: str, layer: int) -> Figure:
-    """One row for TensorBoard, cheap to draw at every validation: the mean of the layer's heads with the tokens
-    on its axes, then each head without labels (about a third of layer_figure's drawing time)."""
-    weights = maps.layers(kind)[layer]  # (H, Q, K)
-    rows, cols = axes_tokens(maps, kind)
-    panels = weights.size(0) + 1
-    fig = Figure(figsize=(2.0 * panels + 1.0, 3.0), dpi=72)
-    axes = fig.subplots(1, panels, squeeze=False)[0]
-    heatmap(axes[0], weights.mean(0), rows, cols, f"{TITLES[kind]}, layer {layer}: mean")
-    for head, ax in enumerate(axes[1:]):
-        heatmap(ax, weights[head], rows, cols, f"head {head}", labels=False)
-    fig.subplots_adjust(left=0.08, right=0.99, bottom=0.25, top=0.88, wspace=0.15)
+def captioned_figure(maps: AttentionMaps, caption: list[str]) -> Figure:
+    """One figure for TensorBoard, readable in its card (400 pixels wide, text at 10-12 px): the `caption` lines
+    on top (the sentence, its label or reference, the prediction), then what attend.py draws for the prediction,
+    on words: the attention rollout to the pooled output for a classifier (a bar per input word), the last
+    layer's cross-attention (mean of heads, output words down, source words across) for seq2seq."""
+    lines = [wrapped for line in caption for wrapped in textwrap.wrap(line, 62, max_lines=3, placeholder=" ...")]
+    words = merge_words(maps)
+    classification = maps.objective == "classification"
+    tokens = max(len(words.source), len(words.target))
+    height = 3.0 if classification else max(3.4, min(6.5, 0.18 * tokens + 1.6))
+    top = 0.2 * len(lines) + 0.15  # inches of caption
+    fig = Figure(figsize=(5.0, height + top), dpi=80, layout="constrained")
+    fig.get_layout_engine().set(rect=(0, 0, 1, height / (height + top)))
+    fig.text(0.02, 0.99, "\n".join(lines), ha="left", va="top", fontsize=11)
+    ax = fig.subplots()
+    size = max(6, min(11, int(260 / max(tokens, 1))))
+    if classification:
+        shares = sum_words(pooled_rollout(maps), maps.source)
+        ax.bar(range(len(words.source)), shares.numpy(), color="tab:blue")
+        ax.set_xticks(range(len(words.source)), words.source, rotation=60, ha="right", fontsize=size)
+        ax.tick_params(axis="y", labelsize=9)
+        ax.set_title("attention rollout: share of the pooled output from each word", fontsize=10)
+    else:
+        layer = words.cross.size(0) - 1
+        heatmap(ax, words.cross[layer].mean(0), words.target, words.source, f"cross-attention, layer {layer}, mean")
+        ax.tick_params(labelsize=size)
+        ax.set_xlabel("source", fontsize=10)
+        ax.set_ylabel("output", fontsize=10)
     return fig
 
 

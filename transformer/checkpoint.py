@@ -384,7 +384,10 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, str]:
     """A checkpoint file, or the checkpoint a run directory stands for, and which one it is.
 
     A run directory (or its checkpoints/ folder) stands for its averaged weights when it has them, else the best
-    checkpoint by the task's monitored metric (from metrics.json), else last.ckpt.
+    checkpoint by the task's monitored metric (from metrics.json), else last.ckpt. The checkpoint is always one
+    inside the given directory: metrics.json names it relative to the run, and an absolute name (written before
+    runs were relocatable) that points outside it, into the run this one was copied or moved from, is read as
+    the file of that name in this run's checkpoints/.
     """
     path = Path(path)
     if path.is_file() or not path.is_dir() or is_sharded(path):
@@ -396,7 +399,10 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, str]:
     if metrics.is_file():
         best = json.loads(metrics.read_text()).get("best_checkpoint")
         if best:
-            candidates["best"] = Path(best) if Path(best).is_absolute() else run / best
+            best = Path(best)
+            if best.is_absolute() and not best.is_relative_to(run.absolute()):
+                best = folder / best.name
+            candidates["best"] = run / best
     for choice in RUN_DIR_CHOICES:
         if choice in candidates and (candidates[choice].is_file() or is_sharded(candidates[choice])):
             return candidates[choice], choice
@@ -404,6 +410,25 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, str]:
         f"run directory {run} has no checkpoint (looked for checkpoints/averaged.ckpt, the best one named in "
         f"metrics.json, checkpoints/last.ckpt): pass a .ckpt file"
     )
+
+
+def run_relative(path: str | Path, run_dir: str | Path) -> str:
+    """A checkpoint's name as metrics.json stores it: relative to the run directory, so that the run can be copied
+    or moved (a path outside the run stays absolute)."""
+    try:
+        return str(Path(path).absolute().relative_to(Path(run_dir).absolute()))
+    except ValueError:
+        return str(Path(path).absolute())
+
+
+def run_directory(checkpoint: str | Path) -> Path:
+    """The run directory a checkpoint belongs to (`<run>/checkpoints/<name>.ckpt`, or one level deeper such as
+    `checkpoints/epochs/`), else the checkpoint's own folder: where the tools write their outputs by default."""
+    path = Path(checkpoint).absolute()
+    for parent in path.parents[:2]:
+        if parent.name == "checkpoints":
+            return parent.parent
+    return path.parent
 
 
 def open_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:

@@ -15,6 +15,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -23,6 +24,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from transformer import schema
+from transformer.console import quiet
 from transformer.errors import UserError
 
 CONFIG_PATH = "pkg://transformer.configs"  # the repository's configs/, package data (setup.py)
@@ -54,6 +56,22 @@ def short(error: BaseException) -> str:
     return schema.one_line(error)
 
 
+def check_early(cfg: DictConfig) -> None:
+    """The errors a user makes most, answered before the heavy stack (torch, Lightning, datasets: seconds) is
+    imported: every check of the config's schema, and a checkpoint or input file that does not exist. The
+    functions called next check the same again, for their Python callers."""
+    config = schema.typed(cfg)
+    ckpt = getattr(config, "ckpt", None)
+    for path in ckpt if isinstance(ckpt, list) else [ckpt] if ckpt is not None else []:
+        if not Path(str(path)).exists():
+            raise UserError(
+                f"checkpoint {path} does not exist: pass a run directory or <run dir>/checkpoints/<name>.ckpt"
+            )
+    source = getattr(config, "input", None)
+    if source is not None and not Path(source).is_file():
+        raise UserError(f"input file {source} does not exist: pass input=<text file, one line each>")
+
+
 def run(function: Callable[[DictConfig], Any], config_name: str) -> None:
     """Run `function` as a Hydra app on configs/<config_name>.yaml."""
 
@@ -63,6 +81,8 @@ def run(function: Callable[[DictConfig], Any], config_name: str) -> None:
     def main(cfg: DictConfig) -> Any:
         nonlocal job_started
         job_started = True
+        if not cfg.get("verbose", False):
+            quiet()
         try:
             return function(cfg)
         except UserError as error:
@@ -111,12 +131,17 @@ def train_main() -> None:
     def train_job(cfg: DictConfig) -> float | None:
         """Returns the monitored metric, which sweepers (e.g. Optuna) optimize; a preempted run exits with 75."""
         # imported inside the job: --help, --cfg and composition errors answer without loading Lightning
+        from pytorch_lightning.utilities import rank_zero_only
+
         from transformer.training import stages
         from transformer.training.preemption import PREEMPTED_EXIT_CODE
+        from transformer.training.summary import closing_summary
 
         metrics = stages.run(cfg)
         if metrics.get("preempted"):
             raise SystemExit(PREEMPTED_EXIT_CODE)
+        if rank_zero_only.rank == 0:
+            print(closing_summary(metrics, cfg.paths.output_dir, cfg.task.monitor), flush=True)
         value = metrics.get(cfg.task.monitor)
         return None if value is None else float(value)
 
@@ -125,6 +150,7 @@ def train_main() -> None:
 
 def evaluate_main() -> None:
     def evaluate_job(cfg: DictConfig) -> None:
+        check_early(cfg)
         from transformer.inference import evaluate  # inside the job, as in train_main
 
         print(json.dumps(evaluate(cfg), indent=2, sort_keys=True))
@@ -134,6 +160,7 @@ def evaluate_main() -> None:
 
 def predict_main() -> None:
     def predict_job(cfg: DictConfig) -> None:
+        check_early(cfg)
         from transformer.inference import predict
 
         lines = predict(cfg)  # interactive=true prints as it goes
@@ -145,6 +172,7 @@ def predict_main() -> None:
 
 def attend_main() -> None:
     def attend_job(cfg: DictConfig) -> None:
+        check_early(cfg)
         from transformer.inference import attend
 
         print("\n".join(str(path) for path in attend(cfg)))
@@ -154,6 +182,7 @@ def attend_main() -> None:
 
 def export_main() -> None:
     def export_job(cfg: DictConfig) -> None:
+        check_early(cfg)
         from transformer.export import export
 
         print("\n".join(str(path) for path in export(cfg)))
@@ -163,6 +192,7 @@ def export_main() -> None:
 
 def serve_main() -> None:
     def serve_job(cfg: DictConfig) -> None:
+        check_early(cfg)
         from transformer.serve import serve
 
         serve(cfg)

@@ -1,4 +1,7 @@
-"""Typed model configuration (the schema of the Hydra `model` group) and the named sizes (tiny, small, base, big).
+"""Typed configuration of the building blocks: the model (the schema of the Hydra `model` group) and its named sizes
+(tiny, small, base, big), decoding and the optimizer. Plain dataclasses without torch, so that the commands
+compose and check a config, and answer its errors, before torch is imported; model.py, decoding.py and optim.py
+use them.
 
 The named sizes are the files of the `model` group (configs/model/*.yaml), read by `ModelConfig.named`,
 so a size is defined once for the CLI and for Python callers.
@@ -6,7 +9,7 @@ so a size is defined once for the CLI and for Python callers.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import resources
 from typing import Any
 
@@ -133,3 +136,90 @@ def named_sizes() -> dict[str, dict[str, Any]]:
     group = resources.files("transformer.configs") / "model"  # configs/model, shipped as package data
     files = sorted((file for file in group.iterdir() if file.name.endswith(".yaml")), key=lambda file: file.name)
     return {file.name.removesuffix(".yaml"): yaml.safe_load(file.read_text()) or {} for file in files}
+
+
+@dataclass
+class DecodingConfig:
+    beam_size: int = 4
+    length_penalty: float = 1.0
+    max_len_a: float = 1.2  # budget of a*source_length + b generated tokens
+    max_len_b: int = 10
+    min_len: int = 0  # no EOS before this many tokens (fairseq --min-len), unless the budget ends first
+    val_beam_size: int | None = 1  # validation during training: 1 is greedy (fast); None: beam_size
+    val_max_batches: int | None = None  # decode only the first batches of validation (loss uses all)
+    nbest: int = 1  # hypotheses returned per input (<= beam_size; with sampling, that many samples)
+    no_repeat_ngram_size: int = 0  # > 0: never emit an n-gram of this many tokens twice (fairseq, HF)
+    sampling: bool = False  # draw each token instead of searching (beam_size is then unused)
+    temperature: float = 1.0  # sampling: logits / temperature
+    top_k: int = 0  # sampling: only the k most likely tokens (0: all)
+    top_p: float = 1.0  # sampling: only the smallest set of tokens whose probability reaches p (nucleus)
+    seed: int | None = None  # sampling: the same seed draws the same outputs; None draws fresh ones
+
+    def __post_init__(self) -> None:
+        if self.beam_size < 1 or (self.val_beam_size is not None and self.val_beam_size < 1):
+            raise ConfigError(f"beam sizes must be >= 1, got {self.beam_size} / {self.val_beam_size}")
+        if self.min_len < 0:
+            raise ConfigError(f"decoding.min_len must be >= 0, got {self.min_len}")
+        if self.nbest < 1 or (not self.sampling and self.nbest > self.beam_size):
+            raise ConfigError(
+                f"decoding.nbest={self.nbest} must be between 1 and decoding.beam_size={self.beam_size}: raise the "
+                f"beam size, or sample (decoding.sampling=true)"
+            )
+        if self.no_repeat_ngram_size < 0:
+            raise ConfigError(f"decoding.no_repeat_ngram_size must be >= 0, got {self.no_repeat_ngram_size}")
+        if self.top_k < 0:
+            raise ConfigError(f"decoding.top_k must be >= 0 (0: all tokens), got {self.top_k}")
+        for key, (low, high, why) in BOUNDS.items():
+            value = getattr(self, key)
+            if not low <= value <= high:  # written so that NaN fails too
+                raise ConfigError(f"decoding.{key}={value} is outside [{low:g}, {high:g}]: {why}")
+
+
+# The settings' sane ranges. Beyond them the arithmetic breaks rather than the search: logits / 1e-300 are inf and
+# sample NaN; a top_p below float32's smallest number rounds to 0 and bans every token; a * length in float32 is inf
+# for a = 1e308, and inf cast to a length is a 1-token budget; length ** 1e300 overflows a score.
+BOUNDS: dict[str, tuple[float, float, str]] = {
+    "temperature": (0.01, 100.0, "below 0.01 sampling is argmax (decoding.sampling=false), above 100 uniform"),
+    "top_p": (1e-6, 1.0, "the nucleus' probability mass; below 1e-6 it is the most likely token alone (top_k=1)"),
+    "max_len_a": (0.0, 100.0, "the budget is a * source tokens + b, and the model's positions cap it anyway"),
+    "max_len_b": (0, 100_000, "the budget is a * source tokens + b, and the model's positions cap it anyway"),
+    "length_penalty": (-10.0, 10.0, "scores divide by length ** length_penalty, which over- or underflows beyond"),
+}
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3  # peak learning rate, reached at the end of warmup
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    eps: float = 1e-9
+    weight_decay: float = 0.01
+    schedule: str = "noam"  # "noam" (inverse square root) | "cosine" | "constant"
+    warmup_steps: int = 400
+    min_lr_ratio: float = 0.0  # cosine: final lr = min_lr_ratio * lr
+    label_smoothing: float = 0.1
+    no_decay: list[str] = field(default_factory=lambda: ["bias", "norm", "embed"])
+    # lr of depth d = lr * layer_decay ** (L + 1 - d): 0 embeddings, 1..L the blocks bottom-up, L + 1 the rest; 1 = off
+    layer_decay: float = 1.0
+    # the embeddings (token and learned positions) are not updated in the first N optimizer steps; 0 = off
+    freeze_embeddings_steps: int = 0
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("noam", "cosine", "constant"):
+            raise ConfigError(f"optim.schedule={self.schedule!r} is not one of ('noam', 'cosine', 'constant')")
+        if not self.lr > 0:
+            raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"optim.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if len(self.betas) != 2:
+            raise ConfigError(f"optim.betas must be two numbers, got {list(self.betas)}")
+        self.betas = tuple(self.betas)
+        if not 0.0 < self.layer_decay <= 1.0:
+            raise ConfigError(
+                f"optim.layer_decay must be in (0, 1], got {self.layer_decay}: set 1 for none, e.g. 0.75 to fine-tune"
+            )
+        if self.freeze_embeddings_steps < 0:
+            raise ConfigError(
+                f"optim.freeze_embeddings_steps must be >= 0, got {self.freeze_embeddings_steps}: set 0 for none"
+            )

@@ -9,64 +9,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from transformer.config import DecodingConfig
 from transformer.ensemble import Seq2SeqEnsemble
-from transformer.errors import ConfigError
 from transformer.model import EncoderDecoder
-
-
-@dataclass
-class DecodingConfig:
-    beam_size: int = 4
-    length_penalty: float = 1.0
-    max_len_a: float = 1.2  # budget of a*source_length + b generated tokens
-    max_len_b: int = 10
-    min_len: int = 0  # no EOS before this many tokens (fairseq --min-len), unless the budget ends first
-    val_beam_size: int | None = 1  # validation during training: 1 is greedy (fast); None: beam_size
-    val_max_batches: int | None = None  # decode only the first batches of validation (loss uses all)
-    nbest: int = 1  # hypotheses returned per input (<= beam_size; with sampling, that many samples)
-    no_repeat_ngram_size: int = 0  # > 0: never emit an n-gram of this many tokens twice (fairseq, HF)
-    sampling: bool = False  # draw each token instead of searching (beam_size is then unused)
-    temperature: float = 1.0  # sampling: logits / temperature
-    top_k: int = 0  # sampling: only the k most likely tokens (0: all)
-    top_p: float = 1.0  # sampling: only the smallest set of tokens whose probability reaches p (nucleus)
-    seed: int | None = None  # sampling: the same seed draws the same outputs; None draws fresh ones
-
-    def __post_init__(self) -> None:
-        if self.beam_size < 1 or (self.val_beam_size is not None and self.val_beam_size < 1):
-            raise ConfigError(f"beam sizes must be >= 1, got {self.beam_size} / {self.val_beam_size}")
-        if self.min_len < 0:
-            raise ConfigError(f"decoding.min_len must be >= 0, got {self.min_len}")
-        if self.nbest < 1 or (not self.sampling and self.nbest > self.beam_size):
-            raise ConfigError(
-                f"decoding.nbest={self.nbest} must be between 1 and decoding.beam_size={self.beam_size}: raise the "
-                f"beam size, or sample (decoding.sampling=true)"
-            )
-        if self.no_repeat_ngram_size < 0:
-            raise ConfigError(f"decoding.no_repeat_ngram_size must be >= 0, got {self.no_repeat_ngram_size}")
-        if self.top_k < 0:
-            raise ConfigError(f"decoding.top_k must be >= 0 (0: all tokens), got {self.top_k}")
-        for key, (low, high, why) in BOUNDS.items():
-            value = getattr(self, key)
-            if not low <= value <= high:  # written so that NaN fails too
-                raise ConfigError(f"decoding.{key}={value} is outside [{low:g}, {high:g}]: {why}")
-
-
-# The settings' sane ranges. Beyond them the arithmetic breaks rather than the search: logits / 1e-300 are inf and
-# sample NaN; a top_p below float32's smallest number rounds to 0 and bans every token; a * length in float32 is inf
-# for a = 1e308, and inf cast to a length is a 1-token budget; length ** 1e300 overflows a score.
-BOUNDS: dict[str, tuple[float, float, str]] = {
-    "temperature": (0.01, 100.0, "below 0.01 sampling is argmax (decoding.sampling=false), above 100 uniform"),
-    "top_p": (1e-6, 1.0, "the nucleus' probability mass; below 1e-6 it is the most likely token alone (top_k=1)"),
-    "max_len_a": (0.0, 100.0, "the budget is a * source tokens + b, and the model's positions cap it anyway"),
-    "max_len_b": (0, 100_000, "the budget is a * source tokens + b, and the model's positions cap it anyway"),
-    "length_penalty": (-10.0, 10.0, "scores divide by length ** length_penalty, which over- or underflows beyond"),
-}
 
 
 def max_lengths(src_pad_mask: Tensor, max_len_a: float, max_len_b: int, limit: int) -> Tensor:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import re
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,7 +19,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from transformer.attend import AttentionMaps, pieces, record_attention, stack_layers
-from transformer.checkpoint import Artifacts, CheckpointError, open_checkpoint, write_json
+from transformer.checkpoint import Artifacts, CheckpointError, open_checkpoint, run_directory, write_json
 from transformer.data import encode_split
 from transformer.data.batching import evaluation_loader, pad_sequences
 from transformer.decoding import DecodingConfig, generate, sampling_seeds
@@ -69,12 +70,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     )
     results = trainer.test(module, dataloaders=loader, verbose=False)[0]
     metrics = {k.replace("test/", f"{config.split}/", 1): float(v) for k, v in results.items()}
-    out_dir = Path(config.output_dir) if config.output_dir else path.resolve().parent
+    # by default <run>/evaluate/<checkpoint>/: in the run the checkpoint was found in, beside nothing of training's
+    out_dir = Path(config.output_dir) if config.output_dir else run_directory(path) / "evaluate" / path.stem
     prefix = "ensemble_" if len(opened) > 1 else ""  # an ensemble's files never replace its first member's
-    write_json(out_dir / f"{prefix}metrics_{config.split}.json", metrics)
+    written = [out_dir / f"{prefix}metrics_{config.split}.json"]
+    write_json(written[0], metrics)
     if artifacts.objective != "pretrain":  # pretraining predicts masked tokens, not outputs to keep
         lines = prediction_lines(module, artifacts)
-        (out_dir / f"{prefix}predictions_{config.split}.txt").write_text("".join(line + "\n" for line in lines))
+        written.append(out_dir / f"{prefix}predictions_{config.split}.txt")
+        written[1].write_text("".join(line + "\n" for line in lines))
+    print(f"wrote {', '.join(p.name for p in written)} to {out_dir}", file=sys.stderr)
     return metrics
 
 
@@ -357,7 +362,7 @@ def attend(cfg: DictConfig, stdin: Iterable[str] | None = None) -> list[Path]:
     texts = [t for t in read_inputs(config.text, config.input, stdin) if t.strip()]
     if not texts:
         raise UserError('no input text: pass text="...", input=<file> or lines on standard input')
-    _, artifacts, module = open_fine_tuned(config.ckpt, config.decoding)
+    path, artifacts, module = open_fine_tuned(config.ckpt, config.decoding)
     if config.target is not None and (artifacts.objective != "seq2seq" or len(texts) != 1):
         raise UserError(
             "target= force-decodes one given output: use it with one text= and a translation or summarization "
@@ -371,10 +376,18 @@ def attend(cfg: DictConfig, stdin: Iterable[str] | None = None) -> list[Path]:
                 f"(0..{layers - 1}, or negative from the last)"
             )
     written: list[Path] = []
-    out = Path(config.output_dir)
+    out = Path(config.output_dir) if config.output_dir else attention_dir(path, texts, config.input)
     for number, text in enumerate(texts, start=1):
         maps = attention_maps(module, artifacts, text, config.target)
         folder = out if len(texts) == 1 else out / f"{number:03d}"
         written += write_report(maps, folder, words=config.words, alignment_layer=config.alignment_layer)
         print(f"{text!r} -> {maps.prediction!r}: {folder}", file=sys.stderr)
     return written
+
+
+def attention_dir(checkpoint: Path, texts: list[str], input_file: str | None) -> Path:
+    """attend's default output_dir: <run>/attention/<the text's words> (several inputs: <the input file's name>,
+    or stdin), in the run the checkpoint was found in."""
+    name = texts[0] if len(texts) == 1 else Path(input_file).stem if input_file else "stdin"
+    slug = "-".join(re.findall(r"\w+", name.lower()))[:48].strip("-") or "text"
+    return run_directory(checkpoint) / "attention" / slug

@@ -4,11 +4,12 @@ and rouge-score (ROUGE-1/2/L). Models and baselines are scored by these same fun
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-import sacrebleu
-import torch
+from typing import TYPE_CHECKING
 
 from transformer.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 GENERATION_METRICS = ("bleu", "chrf", "rouge1", "rouge2", "rougeL")
 CLASSIFICATION_METRICS = ("acc", "f1")
@@ -21,7 +22,8 @@ def classification_metrics(
     names: Sequence[str],
 ) -> dict[str, float]:
     """Accuracy (micro, 0-1) and macro-F1 (0-1) of predicted class ids against the labels."""
-    # imported here: the configs import this module's names, and torchmetrics takes seconds to import
+    # imported here: the configs import this module's names, and torch and torchmetrics take seconds to import
+    import torch
     from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
     unknown = sorted(set(names) - set(CLASSIFICATION_METRICS))
@@ -43,6 +45,8 @@ def generation_metrics(
     BLEU uses sacreBLEU's defaults (13a tokenizer, cased); ROUGE takes the best reference per example
     (rouge-score's score_multi) with stemming, averaged F-measures.
     """
+    import sacrebleu  # imported here, as torch above
+
     unknown = sorted(set(names) - set(GENERATION_METRICS))
     if unknown:
         raise ConfigError(f"unknown metrics {unknown}; choose among {GENERATION_METRICS}")

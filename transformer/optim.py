@@ -12,50 +12,11 @@ Two options for fine-tuning, both off by default:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from transformer.errors import ConfigError
-
-
-@dataclass
-class OptimConfig:
-    lr: float = 1e-3  # peak learning rate, reached at the end of warmup
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
-    eps: float = 1e-9
-    weight_decay: float = 0.01
-    schedule: str = "noam"  # "noam" (inverse square root) | "cosine" | "constant"
-    warmup_steps: int = 400
-    min_lr_ratio: float = 0.0  # cosine: final lr = min_lr_ratio * lr
-    label_smoothing: float = 0.1
-    no_decay: list[str] = field(default_factory=lambda: ["bias", "norm", "embed"])
-    # lr of depth d = lr * layer_decay ** (L + 1 - d): 0 embeddings, 1..L the blocks bottom-up, L + 1 the rest; 1 = off
-    layer_decay: float = 1.0
-    # the embeddings (token and learned positions) are not updated in the first N optimizer steps; 0 = off
-    freeze_embeddings_steps: int = 0
-
-    def __post_init__(self) -> None:
-        if self.schedule not in ("noam", "cosine", "constant"):
-            raise ConfigError(f"optim.schedule={self.schedule!r} is not one of ('noam', 'cosine', 'constant')")
-        if not self.lr > 0:
-            raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
-        if self.warmup_steps < 0:
-            raise ConfigError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError(f"optim.label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if len(self.betas) != 2:
-            raise ConfigError(f"optim.betas must be two numbers, got {list(self.betas)}")
-        self.betas = tuple(self.betas)
-        if not 0.0 < self.layer_decay <= 1.0:
-            raise ConfigError(
-                f"optim.layer_decay must be in (0, 1], got {self.layer_decay}: set 1 for none, e.g. 0.75 to fine-tune"
-            )
-        if self.freeze_embeddings_steps < 0:
-            raise ConfigError(
-                f"optim.freeze_embeddings_steps must be >= 0, got {self.freeze_embeddings_steps}: set 0 for none"
-            )
+from transformer.config import OptimConfig
 
 
 def lr_multiplier(step: int, config: OptimConfig, total_steps: int) -> float:
@@ -162,7 +123,7 @@ def build_optimizer(model: nn.Module, config: OptimConfig, total_steps: int):
 
     lambdas = [embedding_schedule if embedding else schedule for embedding in embeddings]  # one per group
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
-    return optimizer, {"scheduler": scheduler, "interval": "step"}
+    return optimizer, {"scheduler": scheduler, "interval": "step", "name": "train/lr"}  # LearningRateMonitor's tag
 
 
 def apply_config(optimizer: torch.optim.Optimizer, scheduler, model: nn.Module, config: OptimConfig) -> None:

@@ -14,6 +14,7 @@ signatures we do not copy.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
@@ -21,14 +22,11 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from transformer.config import ModelConfig
-from transformer.data.batching import BatchingConfig
-from transformer.data.config import DatasetConfig
+from transformer.config import DecodingConfig, ModelConfig, OptimConfig
+from transformer.data.config import BatchingConfig, DatasetConfig
 from transformer.data.noising import NoiseConfig
-from transformer.decoding import DecodingConfig
 from transformer.errors import ConfigError
 from transformer.metrics import GENERATION_METRICS
-from transformer.optim import OptimConfig
 
 OBJECTIVES = ("classification", "seq2seq", "pretrain")
 CLASSIFICATION_METRICS = ("acc", "f1")
@@ -168,6 +166,7 @@ class TrainConfig:
     # Hydra overrides of a pretraining run (task=pretrain ...) that trains first, in <run dir>/pretrain, and whose
     # final weights become init_from: a pretrain-then-fine-tune recipe in one command (training/stages.py)
     pretrain_run: list[str] = field(default_factory=list)
+    verbose: bool = False  # true: every library line and warning (transformer/console.py drops the noise)
 
     def __post_init__(self) -> None:
         check_objectives(self.task, self.dataset)
@@ -268,6 +267,7 @@ class PrepareConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     num_proc: int | None = None  # encoding processes; None: from the CPU count and corpus size
     force: bool = False  # rebuild the cache even when it is valid
+    verbose: bool = False  # true: every library line and warning (transformer/console.py drops the noise)
 
     def __post_init__(self) -> None:
         check_objectives(self.task, self.dataset)
@@ -278,12 +278,14 @@ class EvaluateConfig:
     ckpt: Any = MISSING  # a checkpoint, or a run directory (its averaged, best or last checkpoint); a list of them
     # ([a.ckpt,b.ckpt]) evaluates their ensemble
     split: str = "test"
-    output_dir: str | None = None  # metrics and predictions; None: next to the checkpoint
+    output_dir: str | None = None  # metrics and predictions; None: <run>/evaluate/<checkpoint name>/ in the
+    # checkpoint's run directory
     dataset: DatasetConfig | None = None  # None: the dataset the checkpoint was trained on
     paths: PathsConfig = field(default_factory=PathsConfig)
     batching: BatchingConfig = field(default_factory=BatchingConfig)  # eval_max_tokens: padded tokens per batch
     trainer: dict[str, Any] = field(default_factory=dict)  # pytorch_lightning.Trainer arguments (accelerator...)
     decoding: dict[str, Any] = field(default_factory=decoding_overrides)
+    verbose: bool = False  # true: every library line and warning (transformer/console.py drops the noise)
 
 
 @dataclass
@@ -294,15 +296,17 @@ class PredictConfig:
     batch_size: int = 32
     interactive: bool = False  # read lines from the terminal and answer each at once (a prompt, no batching)
     decoding: dict[str, Any] = field(default_factory=decoding_overrides)
+    verbose: bool = False  # true: every library line and warning (transformer/console.py drops the noise)
 
 
 @dataclass
 class ExportConfig:
     ckpt: str = MISSING  # a checkpoint, or a run directory (its averaged, best or last checkpoint)
     format: str = "onnx"  # onnx | torch_export
-    output_dir: str | None = None  # None: export_<format>/ next to the checkpoint
+    output_dir: str | None = None  # None: <run>/export_<format>/ in the checkpoint's run directory
     opset: int = 18  # ONNX opset
     check: bool = True  # run the exported graphs against PyTorch on a sample before finishing
+    verbose: bool = False  # true: every library line and warning (transformer/console.py drops the noise)
 
 
 @dataclass
@@ -328,6 +332,7 @@ class ServeConfig:
     idle_timeout: float = 5.0  # seconds a connection may stay open with no request in progress (keep-alive, or a
     # new connection that has not sent a whole request head)
     shutdown_timeout: float = 10.0  # SIGTERM / Ctrl-C: seconds to answer the accepted requests before exiting
+    verbose: bool = False  # true: every library line and warning (transformer/console.py drops the noise)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -353,8 +358,10 @@ class AttendConfig:
     target: str | None = None  # seq2seq, with `text`: force-decode this output instead of the model's own
     words: bool = False  # merge SentencePiece pieces into words on the axes
     alignment_layer: int | None = None  # decoder layer of the alignment; null: the second to last (or the only)
-    output_dir: str = "attention"  # one input: its files here; several: <output_dir>/<line number>/
+    output_dir: str | None = None  # one input: its files here; several: <output_dir>/<line number>/; null:
+    # <run>/attention/<the text's words> (several: <input file name> or stdin) in the checkpoint's run directory
     decoding: dict[str, Any] = field(default_factory=decoding_overrides)
+    verbose: bool = False  # true: every library line and warning (transformer/console.py drops the noise)
 
 
 @dataclass
@@ -373,6 +380,7 @@ class BaselineConfig:
     eval_split: str | None = None  # null: test when the dataset has one, else validation
     select_by: str | None = None  # the metric the tuning maximizes; null: the task's monitored metric
     output: str | None = None  # write the tuning table and the scores as JSON here
+    verbose: bool = False  # true: every library line and warning (transformer/console.py drops the noise)
 
     def __post_init__(self) -> None:
         check_objectives(self.task, self.dataset)
@@ -408,10 +416,27 @@ def first_set(*values: Any) -> Any:
     return next((value for value in values if value not in (None, "")), None)
 
 
+def run_label(output_dir: str | None) -> str:
+    """`${run_label:${paths.output_dir}}`: a run's name in TensorBoard. A run's is its directory's name (run_name or
+    the date); a sweep job's is its number and the overrides that set it apart (Hydra's override_dirname, without
+    the paths), since its directory's name is only the number."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    name = os.path.basename(os.path.normpath(output_dir)) if output_dir else "run"
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        job = HydraConfig.get().job
+        overrides = job.override_dirname.replace("/", "_")
+        name = f"{job.num}-{overrides}"[:120] if overrides else str(job.num)
+    return name
+
+
 def register() -> None:
     """Store the schemas in Hydra's ConfigStore (idempotent); the entry configs name them first in their defaults."""
     if not OmegaConf.has_resolver("first_set"):
         OmegaConf.register_new_resolver("first_set", first_set)
+    if not OmegaConf.has_resolver("run_label"):
+        OmegaConf.register_new_resolver("run_label", run_label)
     store = ConfigStore.instance()
     for name, schema in SCHEMAS.items():
         store.store(name=name, node=schema)

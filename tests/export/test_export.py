@@ -115,6 +115,8 @@ def test_cli_writes_graph_tokenizer_and_metadata(cli_export, sentiment_run):
     }
     assert meta["check"]["against"] == "pytorch" and meta["check"]["rows"] == 4
     assert 0 <= meta["check"]["max_abs_error"] <= meta["check"]["atol"] == 1e-4
+    said = f"wrote {out}; check against PyTorch on 4 sample rows: class probabilities within "
+    assert result.stderr.strip().splitlines()[-1].startswith(said)  # the check's result, said
     assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")) == []  # no leftovers
 
 
@@ -148,9 +150,9 @@ def test_torch_export_classifier_matches_pytorch(sentiment_run, workdir):
 
 @pytest.fixture(scope="module")
 def translation_export(translation_run) -> Path:
-    """The translation run exported in its checkpoints folder, with check=true (greedy on a sample)."""
+    """The translation run exported in its run directory, with check=true (greedy on a sample)."""
     written = export(compose("export", [f"ckpt={translation_run}"]))
-    out = translation_run / "checkpoints" / "export_onnx"  # next to the checkpoint
+    out = translation_run / "export_onnx"  # the default: in the run
     assert {p.name for p in written} == {"encoder.onnx", "decoder_step.onnx", "tokenizer.model", "export.json"}
     assert all(p.parent == out for p in written)
     return out

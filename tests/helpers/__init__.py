@@ -24,9 +24,12 @@ TINY_RUN = [
 ]
 
 
-def run_script(script: str, *args: str, cwd: Path = ROOT, timeout: int = 600, stdin: str | None = None):
-    """scripts/<script> in a subprocess, as a user runs it (without HYDRA_FULL_ERROR)."""
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+def run_script(
+    script: str, *args: str, cwd: Path = ROOT, timeout: int = 600, stdin: str | None = None, warnings: bool = False
+):
+    """scripts/<script> in a subprocess, as a user runs it (without HYDRA_FULL_ERROR); warnings=True shows Python's
+    warnings as a user's terminal would (otherwise they are ignored)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "PYTHONWARNINGS")}
     return subprocess.run(
         [sys.executable, str(ROOT / "scripts" / script), *args],
         capture_output=True,
@@ -34,5 +37,5 @@ def run_script(script: str, *args: str, cwd: Path = ROOT, timeout: int = 600, st
         timeout=timeout,
         cwd=cwd,
         input=stdin,
-        env={**env, "PYTHONWARNINGS": "ignore"},
+        env=env if warnings else {**env, "PYTHONWARNINGS": "ignore"},
     )

@@ -246,26 +246,31 @@ def test_attention_page_in_a_browser(runs, tmp_path):
 def test_tensorboard_shows_attention_samples_confusion_and_hparams(runs):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    def events(run: Path) -> EventAccumulator:
-        files = list((run / "tensorboard").glob("events.out.tfevents.*"))
-        assert files, f"no TensorBoard event file in {run}"
-        accumulator = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0, "tensors": 0})
+    def events(run: Path, sub: str = "") -> EventAccumulator:
+        folder = run / "tensorboard" / run.name / sub  # tensorboard/<run name>/ (run_label)
+        assert list(folder.glob("events.out.tfevents.*")), f"no TensorBoard event file in {folder}"
+        accumulator = EventAccumulator(str(folder), size_guidance={"images": 0, "tensors": 0})
         accumulator.Reload()
         return accumulator
 
     sentiment = events(runs["sentiment"])
-    images = sentiment.Tags()["images"]
-    assert {"attention/encoder/example0", "attention/encoder/example1", "confusion_matrix"} <= set(images)
-    image = sentiment.Images("attention/encoder/example0")[-1]
-    assert image.width > 100 and image.height > 100 and image.encoded_image_string[:4] == b"\x89PNG"
+    images = set(sentiment.Tags()["images"]) | set(sentiment.PluginTagToContent("images"))  # PNG or tensor form
+    assert {"views/attention/example0", "views/attention/example1", "views/confusion_matrix"} <= images
+    width, height, png = sentiment.Tensors("views/attention/example0")[-1].tensor_proto.string_val  # captioned
+    assert int(width) > 300 and int(height) > 200 and png[:4] == b"\x89PNG"
+    caption = sentiment.SummaryMetadata("views/attention/example0").summary_description
+    assert caption.startswith("text: ") and "predicted: " in caption
     plugins = sentiment.PluginTagToContent("hparams")
     assert "_hparams_/session_start_info" in plugins
     start = plugins["_hparams_/session_start_info"].decode("latin-1")
-    assert "optim/lr" in start and "model/d_model" in start
-    assert "hparams/val/acc" in sentiment.Tags()["scalars"]
+    assert "1.lr" in start and "model/d_model" in start
+    assert not [tag for tag in sentiment.Tags()["scalars"] if tag.startswith("hparams/") or tag == "epoch"]
+    assert "val/acc" in events(runs["sentiment"], "test").Tags()["scalars"]  # test/acc, beside the curve
 
     translation = events(runs["translation"])
-    assert "attention/cross/example0" in translation.Tags()["images"]
+    assert "views/attention/example0" in translation.PluginTagToContent("images")
+    caption = translation.SummaryMetadata("views/attention/example0").summary_description
+    assert caption.startswith("source: ") and "reference: " in caption and "output: " in caption
     texts = [t for t in translation.Tags()["tensors"] if t.startswith("samples/validation")]
     assert texts, translation.Tags()
     sample = translation.Tensors(texts[0])[-1].tensor_proto.string_val[0].decode()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import pytest
@@ -64,7 +65,7 @@ def test_train_evaluate_predict_end_to_end(task, tmp_path, cache_dir, compose_co
     assert any(k.startswith("test/") for k in written)
     assert metrics[monitor] == written[monitor]
     assert (run / "checkpoints" / "last.ckpt").is_file()
-    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((run / "tensorboard" / "run").glob("events.out.tfevents.*"))  # tensorboard/<run name>/
 
     ckpt = run / "checkpoints" / "last.ckpt"
     checkpoint = load_checkpoint(ckpt)  # weights_only: nothing pickled runs
@@ -141,6 +142,21 @@ def test_checkpoint_of_another_task_and_missing_key(tmp_path, cache_dir, compose
     assert result.returncode == 2 and "does not exist" in result.stderr.strip().splitlines()[-1]
 
 
+def test_max_steps_mid_epoch_validates_once_and_keeps_its_best_checkpoint(tmp_path, cache_dir, compose_config):
+    """Lightning validates at epoch ends only: a run stopped by max_steps inside an epoch is validated at that step
+    (callbacks.ValidationStep), so its top-k checkpoint holds the final weights and their score, with no warning."""
+    run = tmp_path / "run"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        metrics = train(compose_config("train", fast("sentiment", run, cache_dir, "trainer.max_steps=3", "logger={}")))
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 0, "consumed": 3}]
+    assert state["loops"]["fit_loop"]["epoch_loop.batch_progress"]["is_last_batch"] is False  # inside the epoch
+    assert metrics["best_checkpoint"] == str(Path("checkpoints") / "epoch000-step3.ckpt")
+    assert metrics["best_score"] == metrics["val/acc"]  # the final weights, scored by their own validation
+    assert not [w for w in caught if "could not find the monitored key" in str(w.message)]
+
+
 def test_ddp_cpu_trains_two_processes_and_checkpoints(tmp_path, cache_dir):
     """hardware=ddp_cpu: two gloo processes share the run directory; only rank 0 writes metrics.json."""
     run = tmp_path / "run"
@@ -191,7 +207,7 @@ def test_train_averages_the_last_epochs(tmp_path, cache_dir, compose_config):
     epochs = epoch_checkpoints(run / "checkpoints" / "epochs")
     assert [p.name for p in epochs] == ["epoch001.ckpt", "epoch002.ckpt"]  # only the last 2 are kept
     averaged = load_checkpoint(run / "checkpoints" / "averaged.ckpt")
-    assert metrics["averaged_checkpoint"] == str(run / "checkpoints" / "averaged.ckpt")
+    assert metrics["averaged_checkpoint"] == str(Path("checkpoints") / "averaged.ckpt")  # relative to the run
     first, second = (load_checkpoint(p)["state_dict"] for p in epochs)
     assert any(not torch.equal(first[k], second[k]) for k in first)
     for name, value in averaged["state_dict"].items():

@@ -9,7 +9,6 @@ example's length, so little of the budget goes to padding.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,20 +17,6 @@ import torch
 from datasets import Dataset
 from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
-
-from transformer.errors import ConfigError
-
-
-@dataclass
-class BatchingConfig:
-    max_tokens: int | None = 4096
-    batch_size: int | None = None
-    eval_max_tokens: int | None = 8192
-    num_workers: int = 0
-
-    def __post_init__(self) -> None:
-        if self.max_tokens is None and self.batch_size is None:
-            raise ConfigError("batching needs max_tokens or batch_size: set batching.max_tokens=4096, for example")
 
 
 def example_lengths(dataset: Dataset) -> np.ndarray:

@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from transformer.errors import UserError
+from transformer.errors import ConfigError, UserError
 
 SPLITS = ("train", "validation", "test")  # canonical split names; test is optional
 FORMATS = ("csv", "tsv", "json", "jsonl", "parquet", "parallel", "text", "sample")  # text: one example per line
@@ -180,3 +180,15 @@ def _check_splits(splits: Any, where: str, required: bool) -> None:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass
+class BatchingConfig:
+    max_tokens: int | None = 4096
+    batch_size: int | None = None
+    eval_max_tokens: int | None = 8192
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_tokens is None and self.batch_size is None:
+            raise ConfigError("batching needs max_tokens or batch_size: set batching.max_tokens=4096, for example")

@@ -335,6 +335,7 @@ def write_tokenizers(artifacts: Artifacts, out: Path) -> dict[str, str]:
 def export(cfg: DictConfig) -> list[Path]:
     """transformer-export: a checkpoint's graphs, tokenizers and export.json (ExportConfig), written atomically and
     checked against PyTorch (check=true) before they take the place of an earlier export. Returns the files."""
+    from transformer.checkpoint import run_directory
     from transformer.inference import open_fine_tuned  # Lightning and the task modules: only when exporting
 
     config: ExportConfig = typed(cfg)
@@ -342,7 +343,7 @@ def export(cfg: DictConfig) -> list[Path]:
     if config.output_dir:  # refused before the checkpoint is read (replacing checks again)
         check_output_dir(Path(config.output_dir).resolve())
     path, artifacts, module = open_fine_tuned(config.ckpt)
-    out = Path(config.output_dir) if config.output_dir else path.resolve().parent / f"export_{config.format}"
+    out = Path(config.output_dir) if config.output_dir else run_directory(path) / f"export_{config.format}"
     metadata = {
         "checkpoint": str(path.resolve()),
         "task": artifacts.task,
@@ -353,7 +354,18 @@ def export(cfg: DictConfig) -> list[Path]:
     with replacing(out) as folder:
         metadata["tokenizers"] = write_tokenizers(artifacts, folder)
         names = write_export(module.model, folder, config.format, config.opset, decoding, metadata, config.check)
+    print(f"wrote {out}; {describe_check(json.loads((out / METADATA).read_text())['check'])}", file=sys.stderr)
     return [out / name for name in names]
+
+
+def describe_check(measured: dict[str, Any] | None) -> str:
+    """One line for what check() measured (export.json's `check`)."""
+    if measured is None:
+        return "not checked against PyTorch (check=false)"
+    rows = f"check against PyTorch on {measured['rows']} sample rows"
+    if "max_abs_error" in measured:
+        return f"{rows}: class probabilities within {measured['max_abs_error']:.1e} (tolerance {measured['atol']:.0e})"
+    return f"{rows}: greedy decoding identical, token for token ({measured['tokens']} tokens)"
 
 
 def check_settings(fmt: str, opset: int) -> None:

@@ -1,17 +1,22 @@
-"""Training-time measurements logged to TensorBoard: tokens/second, padding efficiency, model FLOP/s and MFU."""
+"""Training-time measurements logged to TensorBoard (tokens/second, padding efficiency, model FLOP/s and MFU) and
+the one-line summary of each validation in the log."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
+from pytorch_lightning.trainer.states import TrainerFn
 
 from transformer.config import ModelConfig
 from transformer.data.noising import IGNORE
 from transformer.flops import training_flops
+
+log = logging.getLogger(__name__)
 
 
 class TokenThroughput(pl.Callback):
@@ -27,6 +32,12 @@ class TokenThroughput(pl.Callback):
         self.pad_id = pad_id
         self.model_config, self.peak_flops = model_config, peak_flops
         self._start = 0.0
+        self.tokens, self.seconds = 0, 0.0  # real tokens of all ranks and time in training steps, this process
+
+    @property
+    def tokens_per_sec(self) -> float | None:
+        """Real tokens per second of all ranks over this process's training steps (None before any)."""
+        return self.tokens / self.seconds if self.seconds > 0 else None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._start = time.perf_counter()
@@ -37,6 +48,8 @@ class TokenThroughput(pl.Callback):
         padded = sum(t.numel() for t in tensors)
         elapsed = max(time.perf_counter() - self._start, 1e-9)
         world = trainer.world_size
+        self.tokens += real * world
+        self.seconds += elapsed
         values = {
             "train/tokens_per_sec": torch.tensor(real * world / elapsed),
             "train/padding_efficiency": torch.tensor(real / max(padded, 1)),
@@ -57,15 +70,54 @@ class TokenThroughput(pl.Callback):
 
 
 class ValidationStep(pl.Callback):
-    """Remembers the global step of the latest validation, so train() can tell whether the final weights
-    were validated (a run that stops at max_steps mid-epoch ends without a validation)."""
+    """Validates a run that stops on trainer.max_steps in the middle of an epoch, and remembers the global step of
+    the latest validation, so train() can tell whether the final weights were validated.
+
+    Lightning validates at the end of an epoch only, so a run whose max_steps falls inside one would end without a
+    validation: ModelCheckpoint would warn that the monitored metric is missing ("could not find val/acc ...
+    HINT: Did you call log()?") and keep last.ckpt only, or score the final weights with an earlier validation.
+    Setting `trainer.should_stop` at that step makes Lightning validate there, as it does for early stopping, so the
+    top-k checkpoints get the final weights with their own score."""
 
     def __init__(self) -> None:
         self.step = -1
 
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        at_max_steps = trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
+        if at_max_steps and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            trainer.should_stop = True
+
     def on_validation_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
             self.step = trainer.global_step
+
+
+class ValidationSummary(pl.Callback):
+    """One log line per validation (rank 0): the epoch and step, every val/* metric and the best monitored value
+    so far, e.g. `validation, epoch 2, step 750: val/loss 0.4123 | val/acc 0.842 | val/f1 0.8401 (best val/acc
+    0.845 at step 500)`. The validation train() runs after fitting (of the final or averaged weights) says so."""
+
+    def __init__(self, monitor: str, mode: str) -> None:
+        self.monitor, self.mode = monitor, mode
+        self.best: tuple[float, int] | None = None  # value, step
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        values = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        if not values:
+            return
+        step = trainer.global_step
+        text = " | ".join(f"{k} {v:.4g}" for k, v in sorted(values.items(), key=lambda kv: kv[0] != "val/loss"))
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        where = f"epoch {trainer.current_epoch}, step {step}" if fitting else f"after training, step {step}"
+        value = values.get(self.monitor)
+        if fitting and value is not None:
+            better = self.best is None or (value > self.best[0] if self.mode == "max" else value < self.best[0])
+            if better:
+                self.best = (value, step)
+        best = f" (best {self.monitor} {self.best[0]:.4g} at step {self.best[1]})" if fitting and self.best else ""
+        log.info("validation, %s: %s%s", where, text, best)
 
 
 class RandomState(pl.Callback):

@@ -6,7 +6,8 @@ import numpy as np
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
-from transformer.data.batching import BatchingConfig, Collate, example_lengths, make_loader
+from transformer.data.batching import Collate, example_lengths, make_loader
+from transformer.data.config import BatchingConfig
 
 
 class TextDataModule(pl.LightningDataModule):

@@ -60,6 +60,7 @@ def stage_overrides(cfg: DictConfig, output_dir: Path) -> list[str]:
         f"seed={cfg.seed}",
         f"precision={cfg.precision}",
         f"compile={cfg.compile}",
+        f"verbose={cfg.get('verbose', False)}",
         f"paths.cache_dir={cfg.paths.cache_dir}",
     ]
     if cfg.paths.data_root is not None:
@@ -126,5 +127,5 @@ def run_pretraining(cfg: DictConfig) -> tuple[str | None, dict[str, Any]]:
     # the checkpoint resolve_checkpoint would choose (averaged, else best, else last), named by the metrics that
     # every rank gets: under DDP, rank 1 may look before rank 0 has written metrics.json
     last = output_dir / "checkpoints" / "last.ckpt"  # saved behind a barrier: present on every rank after fit
-    chosen = metrics.get("averaged_checkpoint") or metrics.get("best_checkpoint")
-    return chosen or str(last if last.is_file() else output_dir), metrics
+    chosen = metrics.get("averaged_checkpoint") or metrics.get("best_checkpoint")  # relative to output_dir
+    return str(output_dir / chosen) if chosen else str(last if last.is_file() else output_dir), metrics

@@ -27,6 +27,7 @@ from transformer.checkpoint import (
     check_resumable,
     find_resume_checkpoint,
     is_sharded,
+    run_relative,
     write_json,
 )
 from transformer.config import ModelConfig
@@ -38,7 +39,7 @@ from transformer.model import compile_blocks
 from transformer.objectives import build_module
 from transformer.schema import TrainConfig, typed
 from transformer.training.averaging import AverageLastEpochs
-from transformer.training.callbacks import RandomState, TokenThroughput, ValidationStep
+from transformer.training.callbacks import RandomState, TokenThroughput, ValidationStep, ValidationSummary
 from transformer.training.datamodule import TextDataModule
 from transformer.training.fsdp import NAME as FSDP_NAME
 from transformer.training.fsdp import FSDPStrategy, GatherForEvaluation
@@ -118,10 +119,12 @@ def build_trainer(
     peak = config.hardware.peak_flops or default_peak_flops()
     throughput = TokenThroughput(model_config.pad_id, model_config, peak)
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
-    callbacks += [throughput, ValidationStep(), RandomState(), *relaunch_callbacks(config)]
+    summary = ValidationSummary(config.task.monitor, config.task.mode)
+    callbacks += [throughput, ValidationStep(), summary, RandomState(), *relaunch_callbacks(config)]
     callbacks += list(extra_callbacks)
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values() if node is not None]
     trainer_kwargs = dict(config.trainer)
+    trainer_kwargs.setdefault("enable_model_summary", config.verbose)  # quiet: the size is logged in one line
     precision = resolve_precision(config.precision, trainer_kwargs.get("accelerator", "cpu"))
     if trainer_kwargs.get("strategy") == FSDP_NAME:
         trainer_kwargs["strategy"] = FSDPStrategy(config.hardware.fsdp, bf16=str(precision).startswith("bf16"))
@@ -243,13 +246,16 @@ def fit_and_score(
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if checkpoint is not None else ""
     if best:
-        metrics["best_checkpoint"] = best
+        metrics["best_checkpoint"] = run_relative(best, config.paths.output_dir)  # relocatable run directories
         if checkpoint.best_model_score is not None:
             metrics["best_score"] = float(checkpoint.best_model_score)
     if averaged:
-        metrics["averaged_checkpoint"] = str(averaged)
+        metrics["averaged_checkpoint"] = run_relative(averaged, config.paths.output_dir)
     metrics["parameters"] = count_parameters(module.model)
     metrics["global_step"] = trainer.global_step
+    throughput = next((c for c in trainer.callbacks if isinstance(c, TokenThroughput)), None)
+    if throughput is not None and throughput.tokens_per_sec is not None:
+        metrics["tokens_per_sec"] = round(throughput.tokens_per_sec, 1)
     if has_test:
         # val/* above belong to the same weights: the averaged ones the module holds, or the best checkpoint's
         tested = None if averaged else ("best" if best else None)
