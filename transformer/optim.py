@@ -104,15 +104,18 @@ def param_groups(model: nn.Module, config: OptimConfig) -> tuple[list[dict], lis
     return groups, embeddings
 
 
-def build_optimizer(model: nn.Module, config: OptimConfig, total_steps: int):
+def build_optimizer(model: nn.Module, config: OptimConfig, total_steps: int, fused: bool | None = None):
     """AdamW without weight decay on biases, norms and embeddings, and a per-step LambdaLR.
 
     The schedule multiplies each group's own lr (the peak lr, scaled down by layer decay), and the embeddings' by 0
     while they are frozen. Freezing through the lr rather than requires_grad: DDP and FSDP never see the trainable
     parameters change, AdamW's decoupled weight decay (lr * weight_decay) is 0 too, and Adam's moments warm up.
+    `fused`: AdamW's fused kernel; None: wherever the parameters allow (fusable).
     """
     groups, embeddings = param_groups(model, config)
-    optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps)
+    optimizer = torch.optim.AdamW(
+        groups, lr=config.lr, betas=config.betas, eps=config.eps, fused=fusable(model) if fused is None else fused
+    )
     frozen = config.freeze_embeddings_steps
 
     def schedule(step: int) -> float:
@@ -124,6 +127,16 @@ def build_optimizer(model: nn.Module, config: OptimConfig, total_steps: int):
     lambdas = [embedding_schedule if embedding else schedule for embedding in embeddings]  # one per group
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
     return optimizer, {"scheduler": scheduler, "interval": "step", "name": "train/lr"}  # LearningRateMonitor's tag
+
+
+def fusable(model: nn.Module) -> bool:
+    """Whether AdamW can run fused (one kernel per step on CUDA and CPU): plain floating-point tensors on those
+    devices. Fused AdamW also skips a step on the device when its `found_inf` flag is set, which is how the NaN
+    guard (objectives/base.py) keeps a non-finite step out of the weights without reading anything back."""
+    return all(
+        type(p) is nn.Parameter and p.is_floating_point() and p.device.type in ("cpu", "cuda")
+        for p in model.parameters()
+    )
 
 
 def apply_config(optimizer: torch.optim.Optimizer, scheduler, model: nn.Module, config: OptimConfig) -> None:

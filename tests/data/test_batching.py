@@ -122,7 +122,8 @@ def test_collate_seq2seq_shapes_and_shift():
     assert batch["tgt_in"].tolist() == [[2, 8, 9, 0], [2, 10, 11, 12]]
     assert batch["tgt_out"].tolist() == [[8, 9, 3, 0], [10, 11, 12, 3]]
     assert batch["index"].tolist() == [4, 0]
-    assert all(t.dtype == torch.long for t in batch.values())
+    assert all(t.dtype == torch.long for k, t in batch.items() if k != "counts")
+    assert batch["counts"] == {"real": 4 + 7, "padded": 6 + 8, "target": 3 + 4}  # src 4 of 6, tgt_out 7 of 8
 
 
 def test_collate_classification():
@@ -137,6 +138,7 @@ def test_padding_efficiency():
         [{"src_ids": [5, 6], "tgt_ids": [7], "index": 0}, {"src_ids": [5], "tgt_ids": [7], "index": 1}]
     )
     assert padding_efficiency(batch) == (3 + 4) / (4 + 4)  # src 3 of 4, tgt_out 4 of 4
+    assert batch["counts"]["real"] / batch["counts"]["padded"] == padding_efficiency(batch)  # the host's counts
 
 
 def test_lengths_from_a_prepared_split_and_a_dataloader_with_workers():

@@ -134,28 +134,47 @@ def pad_sequences(sequences: Sequence[Sequence[int]], pad_id: int) -> Tensor:
     return out
 
 
+def token_counts(src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]] | None = None) -> dict[str, int]:
+    """The batch's sizes as host ints, counted from the examples before padding, so that the training step never
+    reads them back from the device: `real` tokens and `padded` tokens of src (and tgt_out, one longer than each
+    target: its eos) and, with targets, `target`: the tgt_out tokens the loss sums over."""
+    padded = len(src) * max(1, max(len(s) for s in src))
+    real = sum(len(s) for s in src)
+    counts = {"real": real, "padded": padded}
+    if tgt is not None:
+        target = sum(len(t) + 1 for t in tgt)
+        counts = {"real": real + target, "padded": padded + len(tgt) * max(len(t) + 1 for t in tgt), "target": target}
+    return counts
+
+
 def collate_classification(examples: list[Mapping[str, Any]], pad_id: int = 0) -> dict[str, Tensor]:
-    """{"src": (B, S), "label": (B,)}. Bind pad_id with functools.partial (it pickles for workers)."""
+    """{"src": (B, S), "label": (B,), "counts": token_counts}. Bind pad_id with functools.partial (it pickles for
+    workers)."""
+    src = [ex["src_ids"] for ex in examples]
     return {
-        "src": pad_sequences([ex["src_ids"] for ex in examples], pad_id),  # (B, S)
+        "src": pad_sequences(src, pad_id),  # (B, S)
         "label": torch.tensor([ex["label"] for ex in examples], dtype=torch.long),  # (B,)
+        "counts": token_counts(src),
     }
 
 
 def collate_seq2seq(
     examples: list[Mapping[str, Any]], pad_id: int = 0, bos_id: int = 2, eos_id: int = 3
 ) -> dict[str, Tensor]:
-    """{"src": (B, S), "tgt_in": (B, T) = bos + tgt, "tgt_out": (B, T) = tgt + eos, "index": (B,)}.
+    """{"src": (B, S), "tgt_in": (B, T) = bos + tgt, "tgt_out": (B, T) = tgt + eos, "index": (B,), "counts"}.
 
     tgt_in and tgt_out are the decoder input and its labels shifted by one (teacher forcing); pads in
     tgt_out are ignored by the loss. `index` is each example's row, to match outputs back to references.
+    `counts`: token_counts, host ints.
     """
     tgt = [list(ex["tgt_ids"]) for ex in examples]
+    src = [ex["src_ids"] for ex in examples]
     return {
-        "src": pad_sequences([ex["src_ids"] for ex in examples], pad_id),  # (B, S)
+        "src": pad_sequences(src, pad_id),  # (B, S)
         "tgt_in": pad_sequences([[bos_id] + t for t in tgt], pad_id),  # (B, T)
         "tgt_out": pad_sequences([t + [eos_id] for t in tgt], pad_id),  # (B, T)
         "index": torch.tensor([ex["index"] for ex in examples], dtype=torch.long),  # (B,)
+        "counts": token_counts(src, tgt),
     }
 
 
@@ -165,6 +184,7 @@ class Collate:
     classification: src (B, S), label (B,), index (B,); pretrain: src (B, S), index (B,), noised by the module
     seq2seq: src (B, S), tgt_in = BOS + target (B, T), tgt_out = target + EOS (B, T), index (B,),
              references: raw reference strings per example (for BLEU / ROUGE on detokenized text)
+    all: counts, the batch's token counts as host ints (token_counts)
     """
 
     def __init__(self, objective: str, pad_id: int, bos_id: int, eos_id: int) -> None:
@@ -180,7 +200,8 @@ class Collate:
             if self.objective == "classification":
                 batch = collate_classification(examples, self.pad_id)
             else:  # the clean text: the module corrupts it (objectives/pretrain.py)
-                batch = {"src": pad_sequences([ex["src_ids"] for ex in examples], self.pad_id)}
+                src = [ex["src_ids"] for ex in examples]
+                batch = {"src": pad_sequences(src, self.pad_id), "counts": token_counts(src)}
             batch["index"] = torch.tensor([ex["index"] for ex in examples], dtype=torch.long)
             return batch
         batch = collate_seq2seq(examples, self.pad_id, self.bos_id, self.eos_id)

@@ -12,6 +12,7 @@ and metrics:
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import torch.distributed as dist
 
 from transformer.checkpoint import Artifacts, find_resume_checkpoint
 from transformer.errors import UserError
-from transformer.optim import OptimConfig, apply_config, build_optimizer, total_training_steps
+from transformer.optim import OptimConfig, apply_config, build_optimizer, fusable, total_training_steps
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,12 @@ class NonFiniteWeightsError(UserError):
 
 
 class TransformerModule(pl.LightningModule):
-    """The shared steps of the objectives' LightningModules (see the module docstring for what each adds)."""
+    """The shared steps of the objectives' LightningModules (see the module docstring for what each adds).
+
+    The training step never waits for the device: the loss's size comes from the collated batch on the host, the
+    NaN guard decides on the device, the gradient scaling is one fused call, and what is read back (the loss for
+    the log and the progress bar, the guard's counters) is read once per logging interval (`log_every_n_steps`),
+    in `optimizer_step`, and before any checkpoint is written."""
 
     def __init__(self, artifacts: Artifacts, optim: OptimConfig, max_nonfinite_steps: int = 10) -> None:
         super().__init__()
@@ -43,12 +49,15 @@ class TransformerModule(pl.LightningModule):
         self.optim = optim
         self.guard = NonFiniteGuard(max_nonfinite_steps)
         self.step_size = StepNormalizer()
+        self.train_loss = IntervalMean()  # the summed losses of the logging interval, on the device
+        self.progress: dict[str, float] = {}  # the latest logging step's values, for the progress bar (ProgressBar)
         self._outputs: list[tuple] = []  # this validation's (or test's) per-example outputs, from evaluate_batch
         self.predictions: list[tuple] = []  # the last test's outputs, by example index
         self.last_validation: dict[int, tuple] = {}  # the latest validation's outputs, by example index
 
-    def step_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | int, int]:
-        """(the micro-batch's summed loss, the number of tokens or examples it sums over, its batch size)."""
+    def step_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, int, int]:
+        """(the micro-batch's summed loss, the number of tokens or examples it sums over, its batch size): the
+        two sizes are Python ints, from the batch's shapes or from the counts collation made on the host."""
         raise NotImplementedError
 
     def evaluate_batch(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
@@ -58,28 +67,51 @@ class TransformerModule(pl.LightningModule):
         raise NotImplementedError
 
     def training_step(self, batch, batch_idx):
-        """The summed loss, logged as a mean, skipped when not finite (NonFiniteGuard), counted for the step's
-        normalization (StepNormalizer divides by the optimizer step's tokens or examples)."""
-        summed, size, batch_size = self.step_loss(batch)
-        self.log("train/loss", summed.detach() / max(int(size), 1), prog_bar=True, batch_size=batch_size)
-        loss = self.guard(self, summed)
-        if loss is not None:
-            self.step_size.add(size)
-        return loss
+        """The summed loss, counted for the step's normalization (StepNormalizer divides by the optimizer step's
+        tokens or examples) and its log, and checked by the guard on the device: a NaN/inf loss skips its step."""
+        summed, size, _ = self.step_loss(batch)
+        self.guard.check_loss(summed)
+        self.step_size.add(size)
+        self.train_loss.add(summed, size)
+        return summed
 
     def on_before_optimizer_step(self, optimizer) -> None:
         self.step_size.apply(self)
-        self.guard.check_gradients(self)
+        self.guard.check_gradients(self, optimizer)
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
-        self.guard.check_weights(self)  # before on_train_batch_end, where checkpoints are saved
+        self.guard.after_step(self)
+        if logging_step(self.trainer):  # the one read of the interval, before on_train_batch_end (checkpoints)
+            self.guard.read(self)
+            self.progress["train/loss"] = self.train_loss.read()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if "train/loss" in self.progress and logging_step(self.trainer):
+            self.log("train/loss", self.progress["train/loss"], on_step=True, on_epoch=False, batch_size=1)
+
+    def on_train_end(self) -> None:
+        self.guard.read(self)  # a streak or bad weights after the last logging step still stop the run
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer, scheduler = build_optimizer(self.model, self.optim, total_training_steps(self.trainer))
+        # fused AdamW would unscale a GradScaler's gradients itself, after clipping saw them scaled
+        scaled = getattr(self.trainer.precision_plugin, "scaler", None) is not None
+        fused_ok = not scaled and fusable(self.model)
+        optimizer, scheduler = build_optimizer(self.model, self.optim, total_training_steps(self.trainer), fused_ok)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        # Lightning's mixed-precision plugin refuses to clip for a fused optimizer, for a GradScaler's sake; without
+        # a scaler (bf16) the gradients are the true ones, so they are clipped here as Lightning would clip them
+        if not gradient_clip_val or not fused(optimizer):
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        elif gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(self.parameters(), gradient_clip_val)
+        else:
+            torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
+
     def on_train_start(self) -> None:
+        self.guard.start(self)
         if self.trainer.ckpt_path:  # resumed: the optimizer settings are this run's, which may differ (allow_changes)
             scheduler = self.trainer.lr_scheduler_configs[0].scheduler
             apply_config(self.trainer.optimizers[0], scheduler, self.model, self.optim)
@@ -92,6 +124,8 @@ class TransformerModule(pl.LightningModule):
             shard_model(self.model)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.trainer is not None and self.trainer.training:
+            self.guard.read(self)  # weights that went NaN/inf stop the run here, before this checkpoint takes them
         self.artifacts.store(checkpoint)
 
     def on_validation_epoch_start(self) -> None:
@@ -113,89 +147,201 @@ class TransformerModule(pl.LightningModule):
         self.log_metrics("test")
 
 
+def logging_step(trainer: pl.Trainer | None) -> bool:
+    """Whether this optimizer step is one Lightning logs (every log_every_n_steps, and the last): asked in
+    optimizer_step and on_train_batch_end, before Lightning counts the step. LearningRateMonitor asks the same."""
+    if trainer is None or trainer.fit_loop._should_accumulate():
+        return False
+    return trainer._logger_connector.should_update_logs or trainer.global_step >= trainer.max_steps > 0
+
+
+class IntervalMean:
+    """A mean over the logging interval kept on the device: each step adds its summed value (a tensor) and its
+    size (a host int); `read` returns the mean (the one host read) and starts the next interval."""
+
+    def __init__(self) -> None:
+        self.total: torch.Tensor | None = None
+        self.size = 0
+
+    def add(self, summed: torch.Tensor, size: int) -> None:
+        value = summed.detach().float()
+        self.total = value if self.total is None else self.total + value
+        self.size += size
+
+    def read(self) -> float:
+        mean = float(self.total) / max(self.size, 1) if self.total is not None else math.nan
+        self.total, self.size = None, 0
+        return mean
+
+
 class NonFiniteGuard:
-    """Keeps NaN/inf out of the weights. A step whose loss (training_step returns None) or whose gradient norm is
-    NaN/inf is skipped, and `max_in_a_row` such steps in a row stop the run. Should a step still make the weights
-    NaN/inf (an update too large for the number format), the run stops at once, before any checkpoint takes them
-    (and checkpoint.py refuses to write NaN/inf anyway); the message names the last good checkpoint, the one a
-    relaunch resumes from. Under DDP and FSDP the ranks agree, so all skip or stop at the same step (one would hang
-    otherwise). Under a GradScaler (precision=16-mixed) the scaler skips the steps of inf gradients itself, as
-    part of its scale search, so those are not counted here."""
+    """Keeps NaN/inf out of the weights. A step whose loss or gradient norm is NaN/inf is skipped, and
+    `max_in_a_row` such steps in a row stop the run. Should a step still make the weights NaN/inf (an update too
+    large for the number format), the run stops before any checkpoint takes them (and checkpoint.py refuses to
+    write NaN/inf anyway); the message names the last good checkpoint, the one a relaunch resumes from. Under DDP
+    and FSDP the ranks agree, so all skip or stop at the same step (one would hang otherwise). Under a GradScaler
+    (precision=16-mixed) the scaler skips the steps of inf gradients itself, as part of its scale search, so
+    those are not counted here.
+
+    Nothing is read back per step. The decision stays on the device: the step's flag (loss and gradient norm
+    finite, on every rank) is fused AdamW's `found_inf`, with which the optimizer leaves the weights, its moments
+    and its step count as they are (optim.py builds AdamW fused wherever the parameters allow). The counters
+    (skipped steps, the streak, the step of the last skip, the first step whose weights went bad) are device
+    tensors too, read by `read`: once per logging interval, before each checkpoint, and at the end of training.
+    So a streak stops the run at the next read, a few steps later than it reached `max_in_a_row`, with the weights
+    still untouched by any of its steps. An optimizer without `found_inf` (FSDP's sharded parameters) falls back to
+    reading the flag at every step and dropping the gradients, as before."""
+
+    LOSS, GRADIENTS = 1, 2
 
     def __init__(self, max_in_a_row: int = 10) -> None:
         self.max_in_a_row = max_in_a_row
         self.in_a_row = 0
-        self.kinds: set[str] = set()  # what was NaN/inf in this streak: loss, gradients
         self.total = 0
+        self._loss_ok: torch.Tensor | None = None  # this step's micro-batch losses all finite (1.0) or not
+        self._state: torch.Tensor | None = None  # [step, total, in a row, longest streak, last skip, kinds, bad w]
 
-    def __call__(self, module: pl.LightningModule, loss: torch.Tensor) -> torch.Tensor | None:
-        if all_ranks_finite(module, [loss.detach()]):
-            return loss
-        self._skip(module, "loss")
-        return None
+    def start(self, module: pl.LightningModule) -> None:
+        # step: the global step on the device; bad weights: the first step that made them NaN/inf, or -1
+        self._state = torch.tensor(
+            [module.global_step, self.total, self.in_a_row, self.in_a_row, -1, 0, -1],
+            dtype=torch.float64 if module.device.type != "mps" else torch.float32,
+            device=module.device,
+        )
 
-    def check_gradients(self, module: pl.LightningModule) -> None:
-        """Before the optimizer step (after normalization, before clipping): a NaN/inf gradient norm drops all
-        gradients, so that the optimizer leaves the weights and its state as they are. A step that goes ahead
-        ends the streak of skipped ones."""
+    def check_loss(self, loss: torch.Tensor) -> None:
+        finite = torch.isfinite(loss.detach()).float()
+        self._loss_ok = finite if self._loss_ok is None else self._loss_ok * finite
+
+    def check_gradients(self, module: pl.LightningModule, optimizer) -> None:
+        """Before the optimizer step (after normalization, before clipping): the flag that skips it."""
+        loss_ok = self._loss_ok if self._loss_ok is not None else torch.ones((), device=module.device)
+        self._loss_ok = None
+        if getattr(module.trainer.precision_plugin, "scaler", None) is not None:
+            return  # the GradScaler skips steps of inf gradients itself
         grads = [p.grad for p in module.parameters() if p.grad is not None]
-        if not grads:  # every micro-batch's loss was skipped
+        grads_ok = finite_flag(grads, norm=2.0) if grads else torch.ones((), device=module.device)
+        flags = all_ranks(module, torch.stack([loss_ok, grads_ok.to(loss_ok.dtype)]))
+        ok = flags.prod()
+        if self._state is None:
+            self.start(module)
+        if not getattr(optimizer, "_step_supports_amp_scaling", False) or not fused(optimizer):
+            self._record(module, flags)
+            if not bool(ok >= 1):  # no device-side skip: read the flag now and drop the gradients
+                for param in module.parameters():
+                    param.grad = None
+                self.read(module)
             return
-        scaled = getattr(module.trainer.precision_plugin, "scaler", None) is not None
-        if scaled or all_ranks_finite(module, grads, norm=2.0):
-            self.in_a_row = 0
-            self.kinds = set()
-            return
-        for param in module.parameters():
-            param.grad = None
-        self._skip(module, "gradients")
+        target = optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer  # Lightning's wrapper
+        found_inf = (1.0 - ok).float()
+        if getattr(target, "found_inf", None) is None:
+            target.found_inf = found_inf
+        else:
+            target.found_inf.copy_(found_inf)
+        self._record(module, flags)
 
-    def check_weights(self, module: pl.LightningModule) -> None:
-        """After the optimizer step: weights that became NaN/inf stop the run before anything saves them."""
-        if all_ranks_finite(module, list(module.parameters())):
-            return
-        raise NonFiniteWeightsError(
-            f"the weights became NaN/inf at step {module.global_step} although its loss and gradients were "
-            f"finite (an update too large): training stopped, {last_good(module)}; lower optim.lr or "
-            f"optim.weight_decay (relaunch with allow_changes=[optim.lr] to keep the run)"
+    def _record(self, module: pl.LightningModule, flags: torch.Tensor) -> None:
+        """The counters after this step: flags = (loss finite, gradients finite) on every rank."""
+        state = self._state
+        skipped = 1.0 - flags.prod().to(state.dtype)
+        kind = (1.0 - flags[0].to(state.dtype)) * self.LOSS + flags[0].to(state.dtype) * (
+            1.0 - flags[1].to(state.dtype)
+        ) * self.GRADIENTS  # the loss when it was bad, else the gradients
+        step, total, in_a_row, longest, last, kinds, bad = state.unbind()
+        in_a_row = (in_a_row + 1.0) * skipped
+        new = torch.stack(
+            [
+                step,
+                total + skipped,
+                in_a_row,
+                torch.maximum(longest, in_a_row),
+                torch.where(skipped > 0, step, last),
+                torch.where(
+                    skipped > 0, torch.where(in_a_row > 1, kinds.long() | kind.long(), kind.long()), kinds.long()
+                ).to(state.dtype),
+                bad,
+            ]
         )
+        state.copy_(new)
 
-    def _skip(self, module: pl.LightningModule, what: str) -> None:
-        self.in_a_row += 1
-        self.kinds.add(what)
-        self.total += 1
-        step = module.global_step
+    def after_step(self, module: pl.LightningModule) -> None:
+        """After the optimizer step: whether the weights stayed finite (recorded, read with the counters), and
+        the step counted."""
+        if self._state is None:
+            return
+        weights_ok = all_ranks(module, finite_flag(list(module.parameters()))).to(self._state.dtype)
+        bad = self._state[6]
+        self._state[6] = torch.where((bad < 0) & (weights_ok < 1), self._state[0], bad)
+        self._state[0] += 1
+
+    def read(self, module: pl.LightningModule) -> None:
+        """The one host read: warn about the steps skipped since the last read, stop the run on a streak of
+        `max_in_a_row` or on weights that went NaN/inf."""
+        if self._state is None:
+            return
+        step, total, in_a_row, longest, last, kinds, bad = (int(v) for v in self._state.tolist())
+        self._state[3] = self._state[2]  # the longest streak since this read starts from the current one
+        if bad >= 0:
+            raise NonFiniteWeightsError(
+                f"the weights became NaN/inf at step {bad} although its loss and gradients were finite (an update "
+                f"too large): training stopped, {last_good(module)}; lower optim.lr or optim.weight_decay "
+                f"(relaunch with allow_changes=[optim.lr] to keep the run)"
+            )
+        new, self.total, self.in_a_row = total - self.total, total, in_a_row
+        if not new:
+            return
+        what = {self.LOSS: "loss", self.GRADIENTS: "gradients"}.get(kinds, "loss or gradients")
         log.warning(
-            "non-finite %s at step %d: step skipped (%d in a row, %d in all)", what, step, self.in_a_row, self.total
+            "non-finite %s at step %d: step skipped (%d in a row, %d in all%s)",
+            what,
+            last,
+            in_a_row,
+            total,
+            f"; {new} since the last log" if new > 1 else "",
         )
-        module.log("train/nonfinite_steps", float(self.total), on_step=True, on_epoch=False)
-        if self.in_a_row >= self.max_in_a_row:
-            what = {"loss": "the loss was", "gradients": "the gradients were"}.get(
-                "".join(self.kinds), "the loss or the gradients were"
+        for logger in module.loggers:  # to the loggers directly: read() also runs where self.log may not
+            logger.log_metrics({"train/nonfinite_steps": float(total)}, step=module.global_step)
+        if longest >= self.max_in_a_row:
+            what = {self.LOSS: "the loss was", self.GRADIENTS: "the gradients were"}.get(
+                kinds, "the loss or the gradients were"
             )
             raise NonFiniteLossError(
-                f"{what} NaN/inf for {self.in_a_row} steps in a row (the last at step {step}): training "
+                f"{what} NaN/inf for {longest} steps in a row (the last at step {last}): training "
                 f"stopped, {last_good(module)}; lower optim.lr (relaunch with allow_changes=[optim.lr] to keep the "
                 f"run), raise optim.warmup_steps or use precision=32-true"
             )
 
 
-def all_ranks_finite(module: pl.LightningModule, tensors: list[torch.Tensor], norm: float = float("inf")) -> bool:
-    """Whether every tensor is finite on every rank: one fused norm per rank (a NaN/inf element makes it NaN/inf;
-    norm=2 is the gradient norm that clipping computes, which also overflows for gradients too large to use), and
-    one all-reduce. A sharded tensor (FSDP's DTensor) is checked by its local shard, as each rank holds one."""
+def fused(optimizer) -> bool:
+    target = optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer
+    return all(group.get("fused") for group in target.param_groups)
+
+
+def finite_flag(tensors: list[torch.Tensor], norm: float = float("inf")) -> torch.Tensor:
+    """1.0 when every tensor is finite, else 0.0, on the device: one fused norm (a NaN/inf element makes it NaN/inf;
+    norm=2 is the gradient norm that clipping computes, which also overflows for gradients too large to use). A
+    sharded tensor (FSDP's DTensor) is checked by its local shard, as each rank holds one."""
     local = [t.to_local() if hasattr(t, "to_local") else t for t in tensors]
     local = [t.detach() for t in local if t.numel()]
-    if local:
-        norms = torch._foreach_norm(local, norm)
-        total = torch.linalg.vector_norm(torch.stack([n.float() for n in norms]), norm)
-        finite = torch.isfinite(total).float()
-    else:
-        finite = torch.ones((), device=module.device)
+    if not local:
+        return torch.ones(())
+    norms = torch._foreach_norm(local, norm)
+    total = torch.linalg.vector_norm(torch.stack([n.float() for n in norms]), norm)
+    return torch.isfinite(total).float()
+
+
+def all_ranks(module: pl.LightningModule, flags: torch.Tensor) -> torch.Tensor:
+    """Flags (1.0 / 0.0) that hold on every rank: one all-reduce on the device, no host read."""
+    flags = flags.to(module.device)
     trainer = module.trainer
     if trainer is not None and trainer.world_size > 1:
-        finite = trainer.strategy.reduce(finite, reduce_op="sum") / trainer.world_size
-    return bool(finite >= 1)
+        flags = trainer.strategy.reduce(flags, reduce_op="sum") / trainer.world_size
+    return (flags >= 1).float()
+
+
+def all_ranks_finite(module: pl.LightningModule, tensors: list[torch.Tensor], norm: float = float("inf")) -> bool:
+    """Whether every tensor is finite on every rank (one host read)."""
+    return bool(all_ranks(module, finite_flag(tensors, norm)) >= 1)
 
 
 def last_good(module: pl.LightningModule) -> str:
@@ -210,30 +356,34 @@ class StepNormalizer:
     """Normalizes the loss by the number of target tokens (or examples) of the whole optimizer step, across
     accumulation steps and ranks, as fairseq does, so that gradients do not depend on how a step is split.
 
-    Each micro-batch's training_step returns its summed loss and `add`s its size. Lightning divides what
-    training_step returns by accumulate_grad_batches (A), and DDP averages gradients over the W ranks, so after
-    the last micro-batch the gradient is sum(grad of summed losses) / (A * W). `apply` (before clipping and the
-    optimizer step) multiplies it by A * W / (the step's size summed over ranks): the gradient of the mean over
-    all the step's tokens. Then 2 ranks x B examples give the gradient of 1 rank on the same 2B examples, and
-    accumulation 2 the gradient of one batch twice as large (tests/training/test_distributed.py).
+    Each micro-batch's training_step returns its summed loss and `add`s its size (a host int). Lightning divides
+    what training_step returns by accumulate_grad_batches (A), and DDP averages gradients over the W ranks, so
+    after the last micro-batch the gradient is sum(grad of summed losses) / (A * W). `apply` (before clipping and
+    the optimizer step) multiplies it by A * W / (the step's size summed over ranks): the gradient of the mean over
+    all the step's tokens, in one fused multiply (the sum over ranks stays on the device). Then 2 ranks x B
+    examples give the gradient of 1 rank on the same 2B examples, and accumulation 2 the gradient of one batch
+    twice as large (tests/training/test_distributed.py).
     """
 
     def __init__(self) -> None:
         self.size = 0
 
-    def add(self, size: torch.Tensor | int) -> None:
-        self.size += int(size)
+    def add(self, size: int) -> None:
+        self.size += size
 
     def apply(self, module: pl.LightningModule) -> None:
         trainer = module.trainer
-        total = torch.tensor(float(self.size), device=module.device)
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        scale: float | torch.Tensor = trainer.accumulate_grad_batches * trainer.world_size
         if trainer.world_size > 1:
+            total = torch.tensor(float(self.size), device=module.device)
             total = trainer.strategy.reduce(total, reduce_op="sum")
+            scale = scale / total.clamp(min=1.0)
+        else:
+            scale = scale / max(self.size, 1)
         self.size = 0
-        scale = trainer.accumulate_grad_batches * trainer.world_size / max(float(total), 1.0)
-        for param in module.parameters():
-            if param.grad is not None:
-                param.grad.mul_(scale)
+        if grads:
+            torch._foreach_mul_(grads, scale)
 
 
 def gather_unique(outputs: list[tuple]) -> dict[int, tuple]:

@@ -16,7 +16,7 @@ import torch
 from torchmetrics.aggregation import MeanMetric
 
 from transformer.checkpoint import Artifacts
-from transformer.data.batching import collate_seq2seq, pad_sequences
+from transformer.data.batching import collate_seq2seq, pad_sequences, token_counts
 from transformer.data.noising import IGNORE, NoiseConfig, Vocabulary, denoise, example_rng, mask_tokens
 from transformer.model import EncoderDecoder, MaskedLM
 from transformer.objectives.base import TransformerModule
@@ -51,7 +51,9 @@ class PretrainModule(TransformerModule):
             labels = torch.full_like(src, IGNORE)
             for i, (_, label) in enumerate(pairs):
                 labels[i, : len(label)] = torch.from_numpy(label)
-            return {"src": src, "labels": labels, "index": batch["index"]}
+            counts = token_counts([p[0] for p in pairs])
+            counts["target"] = sum(int((label != IGNORE).sum()) for _, label in pairs)  # numpy, on the host
+            return {"src": src, "labels": labels, "index": batch["index"], "counts": counts}
         noised = [denoise(ids, self.vocab, self.noise, rng) for ids, rng in zip(rows, rngs, strict=True)]
         examples = [
             {"src_ids": src.tolist(), "tgt_ids": ids.tolist(), "index": int(i)}
@@ -77,8 +79,9 @@ class PretrainModule(TransformerModule):
         return loss, logits.argmax(-1), target
 
     def step_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, int, int]:
-        loss, _, target = self._loss(batch, self.optim.label_smoothing, "sum")
-        return loss, target.numel(), batch["src"].size(0)  # summed: divided by the step's tokens
+        loss, _, _ = self._loss(batch, self.optim.label_smoothing, "sum")
+        # summed: divided by the step's tokens, counted on the host by corrupt() (mlm) or collation (denoising)
+        return loss, batch["counts"]["target"], batch["src"].size(0)
 
     def evaluate_batch(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
         loss, predicted, target = self._loss(batch, 0.0, "mean")

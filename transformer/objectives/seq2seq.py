@@ -34,8 +34,8 @@ class Seq2SeqModule(TransformerModule):
     def _loss(self, batch, smoothing: float = 0.0) -> torch.Tensor:
         return self.model.loss(batch["src"], batch["tgt_in"], batch["tgt_out"], smoothing, self.pad_id)
 
-    def step_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, int]:
-        tokens = batch["tgt_out"].ne(self.pad_id).sum()
+    def step_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, int, int]:
+        tokens = batch["counts"]["target"]  # counted on the host by collation: no read from the device
         loss = self.model.loss(
             batch["src"], batch["tgt_in"], batch["tgt_out"], self.optim.label_smoothing, self.pad_id, "sum"
         )

@@ -10,22 +10,28 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
+from pytorch_lightning.callbacks import RichProgressBar
 from pytorch_lightning.trainer.states import TrainerFn
 
 from transformer.config import ModelConfig
-from transformer.data.noising import IGNORE
 from transformer.flops import training_flops
+from transformer.objectives.base import logging_step
 
 log = logging.getLogger(__name__)
 
 
 class TokenThroughput(pl.Callback):
-    """Logs `train/tokens_per_sec` (real, non-pad tokens of all ranks), `train/padding_efficiency`, the achieved
-    model FLOP/s of all ranks (`train/model_tflops`) and, when the device's peak is known, `train/mfu`.
+    """Logs, every log_every_n_steps, `train/tokens_per_sec` (real, non-pad tokens of all ranks),
+    `train/padding_efficiency`, the achieved model FLOP/s of all ranks (`train/model_tflops`) and, when the device's
+    peak is known, `train/mfu`, each over the steps of the logging interval.
 
-    Padding efficiency is real tokens / padded tokens of the batch tensors ("src", plus "tgt_out" for seq2seq).
-    Model FLOPs come from the batch's shapes (transformer/flops.py). Lightning's ThroughputMonitor takes one fixed
-    FLOP count per batch; our token-budget batches change shape every step, hence this callback.
+    Padding efficiency is real tokens / padded tokens of the batch tensors ("src", plus "tgt_out" for seq2seq),
+    from the counts collation made on the host (data/batching.py's token_counts), so nothing is read back from the
+    device. Model FLOPs come from the batch's shapes (transformer/flops.py). Time is the host's, from each step's
+    start to its end, summed over the interval: the device may run behind the host within an interval, but the
+    logging step reads the loss back (objectives/base.py) before this callback closes it, so the sum over an
+    interval is the device's time too. Lightning's ThroughputMonitor takes one fixed FLOP count per batch; our
+    token-budget batches change shape every step, hence this callback.
     """
 
     def __init__(self, pad_id: int = 0, model_config: ModelConfig | None = None, peak_flops: float | None = None):
@@ -33,6 +39,7 @@ class TokenThroughput(pl.Callback):
         self.model_config, self.peak_flops = model_config, peak_flops
         self._start = 0.0
         self.tokens, self.seconds = 0, 0.0  # real tokens of all ranks and time in training steps, this process
+        self._interval = [0, 0, 0.0, 0.0]  # real tokens, padded tokens, model FLOPs (this rank), seconds
 
     @property
     def tokens_per_sec(self) -> float | None:
@@ -43,30 +50,49 @@ class TokenThroughput(pl.Callback):
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        tensors = [batch["src"]] + ([batch["tgt_out"]] if "tgt_out" in batch else [])
-        real = sum(int(t.ne(self.pad_id).sum()) for t in tensors)
-        padded = sum(t.numel() for t in tensors)
+        counts = batch["counts"]
         elapsed = max(time.perf_counter() - self._start, 1e-9)
         world = trainer.world_size
-        self.tokens += real * world
+        self.tokens += counts["real"] * world
         self.seconds += elapsed
-        values = {
-            "train/tokens_per_sec": torch.tensor(real * world / elapsed),
-            "train/padding_efficiency": torch.tensor(real / max(padded, 1)),
-        }
-        progress = {}
+        interval = self._interval
+        interval[0] += counts["real"]
+        interval[1] += counts["padded"]
+        interval[3] += elapsed
         if self.model_config is not None:
             B, S = batch["src"].shape
             T = batch["tgt_out"].size(1) if "tgt_out" in batch else None
-            predicted = int(batch["labels"].ne(IGNORE).sum()) if "labels" in batch else None  # masked LM
-            achieved = training_flops(self.model_config, B, S, T, predicted) * world / elapsed  # FLOP/s of all ranks
-            progress["train/model_tflops"] = torch.tensor(achieved / 1e12)
+            predicted = counts.get("target") if "labels" in batch else None  # masked LM: the labelled tokens
+            interval[2] += training_flops(self.model_config, B, S, T, predicted)
+        if not logging_step(trainer):
+            return
+        real, padded, flops, seconds = interval
+        self._interval = [0, 0, 0.0, 0.0]
+        values = {
+            "train/tokens_per_sec": real * world / seconds,
+            "train/padding_efficiency": real / max(padded, 1),
+        }
+        progress = {}
+        if self.model_config is not None:
+            achieved = flops * world / seconds  # FLOP/s of all ranks
+            progress["train/model_tflops"] = achieved / 1e12
             if self.peak_flops:
-                progress["train/mfu"] = torch.tensor(achieved / (self.peak_flops * world))
-        kwargs = {"on_step": True, "on_epoch": False, "batch_size": batch["src"].size(0)}
-        pl_module.log_dict(values, **kwargs)
-        if progress:
-            pl_module.log_dict(progress, prog_bar=True, **kwargs)
+                progress["train/mfu"] = achieved / (self.peak_flops * world)
+        pl_module.progress.update(progress)
+        kwargs = {"on_step": True, "on_epoch": False, "batch_size": 1}
+        pl_module.log_dict({**values, **progress}, **kwargs)
+
+
+class ProgressBar(RichProgressBar):
+    """Lightning's Rich progress bar, showing the training values of the latest logging step (the module's
+    `progress`: train/loss, model TFLOP/s, MFU). Metrics logged with prog_bar=True would be read back from the
+    device after every step (Lightning converts them to numbers for the bar), a sync per step; these are read
+    once per logging interval (objectives/base.py)."""
+
+    def get_metrics(self, trainer, pl_module) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.update(getattr(pl_module, "progress", {}))
+        return metrics
 
 
 class ValidationStep(pl.Callback):

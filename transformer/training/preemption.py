@@ -73,10 +73,11 @@ class PreemptionCheckpoint(pl.Callback):
         self._previous = {}
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        received = torch.tensor(0 if self.received is None else 1)
         if trainer.world_size > 1:  # a signal may reach some ranks only; all must save and stop together
-            received = trainer.strategy.reduce(received, reduce_op="sum")
-        if int(received) == 0:
+            received = torch.tensor(0 if self.received is None else 1)
+            if int(trainer.strategy.reduce(received, reduce_op="sum")) == 0:
+                return
+        elif self.received is None:  # one process: nothing to agree on, and nothing read from a tensor
             return
         path = self.dirpath / CHECKPOINT_NAME
         trainer.save_checkpoint(path)
