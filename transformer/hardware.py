@@ -21,8 +21,25 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def resolve_precision(precision: Any, accelerator: str) -> str | int:
-    """`auto` becomes bf16-mixed on GPUs with bf16 and on CPUs with native bf16, otherwise 32-true."""
+def resolve_precision(precision: Any, accelerator: str, bf16_weights: bool = False) -> str | int:
+    """`auto` becomes bf16-mixed on GPUs with bf16 and on CPUs with native bf16, otherwise 32-true.
+
+    bf16_weights (hardware.bf16_weights): a bf16 precision becomes bf16-true, bf16 weights with fp32 masters in the
+    optimizer (objectives/precision.py); with `auto` on hardware without bf16 it has no effect."""
+    resolved = _resolve(precision, accelerator)
+    if not bf16_weights:
+        return resolved
+    if str(resolved).startswith("bf16"):
+        return "bf16-true"
+    if precision == "auto":
+        return resolved
+    raise ConfigError(
+        f"hardware.bf16_weights=true keeps bf16 weights, but precision={precision}: use precision=auto or "
+        f"bf16-mixed, or hardware.bf16_weights=false"
+    )
+
+
+def _resolve(precision: Any, accelerator: str) -> str | int:
     if precision != "auto":
         return precision
     if accelerator in GPU_ACCELERATORS:

@@ -104,15 +104,24 @@ def param_groups(model: nn.Module, config: OptimConfig) -> tuple[list[dict], lis
     return groups, embeddings
 
 
-def build_optimizer(model: nn.Module, config: OptimConfig, total_steps: int, fused: bool | None = None):
+def build_optimizer(
+    model: nn.Module,
+    config: OptimConfig,
+    total_steps: int,
+    fused: bool | None = None,
+    masters: dict[nn.Parameter, torch.Tensor] | None = None,
+):
     """AdamW without weight decay on biases, norms and embeddings, and a per-step LambdaLR.
 
     The schedule multiplies each group's own lr (the peak lr, scaled down by layer decay), and the embeddings' by 0
     while they are frozen. Freezing through the lr rather than requires_grad: DDP and FSDP never see the trainable
     parameters change, AdamW's decoupled weight decay (lr * weight_decay) is 0 too, and Adam's moments warm up.
-    `fused`: AdamW's fused kernel; None: wherever the parameters allow (fusable).
+    `fused`: AdamW's fused kernel; None: wherever the parameters allow (fusable). `masters`: the tensors to update
+    in place of the model's parameters (fp32 master weights of a bf16 model, objectives/precision.py).
     """
     groups, embeddings = param_groups(model, config)
+    if masters is not None:
+        groups = [{**group, "params": [masters[p] for p in group["params"]]} for group in groups]
     optimizer = torch.optim.AdamW(
         groups, lr=config.lr, betas=config.betas, eps=config.eps, fused=fusable(model) if fused is None else fused
     )

@@ -129,6 +129,10 @@ class HardwareConfig:
 
     peak_flops: float | None = None  # per device, for MFU; null: the bf16 peak of a known GPU (H100, A100, ...)
     fsdp: FSDPConfig = field(default_factory=FSDPConfig)  # read with trainer.strategy=fsdp (hardware=fsdp)
+    # bf16 weights, cast once per step from fp32 masters in the optimizer (precision bf16-true), instead of autocast
+    # casting fp32 weights at every call; where the precision is bf16. hardware=gpu: true. Not with hardware=fsdp
+    # (its hardware.fsdp.bf16_params does the same per shard)
+    bf16_weights: bool = False
 
 
 @dataclass

@@ -159,3 +159,43 @@ def test_lengths_from_a_prepared_split_and_a_dataloader_with_workers():
     loader = DataLoader(split, batch_sampler=sampler, collate_fn=collate, num_workers=1)
     indices = sorted(i for batch in loader for i in batch["index"].tolist())
     assert indices == [0, 1, 2, 3]
+
+
+def test_batches_are_the_same_with_workers_and_resume_mid_epoch_alike():
+    """num_workers=2 (persistent workers, as hardware=gpu sets) gives the batches of num_workers=0, across epochs
+    and after a mid-epoch resume (the loader state Lightning stores in checkpoints)."""
+    from transformer.data.batching import Collate, make_loader
+
+    rng = np.random.default_rng(1)
+    split = Dataset.from_dict(
+        {
+            "src_ids": [rng.integers(4, 50, size=n).tolist() for n in rng.integers(1, 20, size=60)],
+            "tgt_ids": [rng.integers(4, 50, size=n).tolist() for n in rng.integers(1, 20, size=60)],
+            "target": ["t"] * 60,
+            "index": list(range(60)),
+        }
+    )
+    collate = Collate("seq2seq", pad_id=0, bos_id=2, eos_id=3)
+
+    def run(workers: int, resume: dict | None = None) -> list[dict]:
+        loader = make_loader(split, collate, max_tokens=64, train=True, seed=3, num_workers=workers)
+        if resume is not None:
+            loader.load_state_dict(resume)
+        out = []
+        for number in (resume or {"epoch": 0})["epoch"], 1:
+            loader.batch_sampler.set_epoch(number)
+            out += list(loader)
+        return out
+
+    def same(a: list[dict], b: list[dict]) -> None:
+        assert len(a) == len(b) > 0
+        for x, y in zip(a, b, strict=True):
+            assert x["counts"] == y["counts"] and x["references"] == y["references"]
+            for key in ("src", "tgt_in", "tgt_out", "index"):
+                assert torch.equal(x[key], y[key]), key
+
+    same(run(0), run(2))
+    state = {"epoch": 0, "consumed": 3}
+    resumed = run(2, state)
+    same(resumed, run(0, state))
+    same(resumed, run(0)[3:])  # the resumed epoch starts at its fourth batch

@@ -90,7 +90,8 @@ def test_train_evaluate_predict_end_to_end(task, tmp_path, cache_dir, compose_co
 
 
 def test_resume_equals_uninterrupted(tmp_path, cache_dir, compose_config):
-    """Resuming from a mid-epoch checkpoint ends with the same weights as the uninterrupted run."""
+    """Resuming from a mid-epoch checkpoint ends with the same weights as the uninterrupted run, with the batches
+    collated in the training process (num_workers=0) or in two persistent workers (as hardware=gpu does)."""
     common = [
         "trainer.max_epochs=2",
         "trainer.max_steps=-1",
@@ -106,12 +107,15 @@ def test_resume_equals_uninterrupted(tmp_path, cache_dir, compose_config):
     stopped = tmp_path / "full" / "checkpoints" / "step5.ckpt"
     state = torch.load(stopped, weights_only=True)
     assert state["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 0, "consumed": 5}]
-    train(compose_config("train", fast("sentiment", tmp_path / "resumed", cache_dir, *common, f"ckpt_path={stopped}")))
     a = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=True)
-    b = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert a["global_step"] == b["global_step"] > 5
-    for name, value in a["state_dict"].items():
-        torch.testing.assert_close(b["state_dict"][name], value, rtol=0, atol=0, msg=name)
+    for workers in (0, 2):
+        run = tmp_path / f"resumed-{workers}"
+        resumed = [*common, f"ckpt_path={stopped}", f"batching.num_workers={workers}"]
+        train(compose_config("train", fast("sentiment", run, cache_dir, *resumed)))
+        b = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+        assert a["global_step"] == b["global_step"] > 5
+        for name, value in a["state_dict"].items():
+            torch.testing.assert_close(b["state_dict"][name], value, rtol=0, atol=0, msg=f"{workers} workers: {name}")
 
 
 def test_bad_checkpoints_get_one_line_errors(tmp_path, compose_config):

@@ -279,9 +279,15 @@ def make_loader(
     num_replicas: int = 1,
     rank: int = 0,
     num_workers: int = 0,
+    pin_memory: bool = False,
 ) -> DataLoader:
     """A DataLoader of token-budget batches: shuffled and resumable mid-epoch for training (train=True), in length
-    order for evaluation. `lengths`: example_lengths(dataset), when the caller keeps them."""
+    order for evaluation. `lengths`: example_lengths(dataset), when the caller keeps them.
+
+    num_workers > 0: collation runs in that many worker processes, kept for the whole run (persistent), off the
+    training step's critical path; the batch order is the sampler's, which stays in the main process, so batches
+    and a resumed run are the same as with none. pin_memory: page-locked batches, so that the copies to a GPU
+    (which Lightning issues non-blocking) overlap with the step."""
     sampler = TokenBudgetBatchSampler(
         example_lengths(dataset) if lengths is None else lengths,
         max_tokens=max_tokens,
@@ -297,6 +303,7 @@ def make_loader(
         collate_fn=collate,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
+        pin_memory=pin_memory,
         # its own generator: creating an iterator must not draw from the global RNG that dropout uses,
         # or a resumed run (which creates one more iterator) would diverge from the uninterrupted one
         generator=torch.Generator().manual_seed(seed),

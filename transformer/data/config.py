@@ -187,8 +187,13 @@ class BatchingConfig:
     max_tokens: int | None = 4096
     batch_size: int | None = None
     eval_max_tokens: int | None = 8192
-    num_workers: int = 0
+    num_workers: int = 0  # collation in this many persistent worker processes (hardware=gpu: 4); 0: in the step
 
     def __post_init__(self) -> None:
         if self.max_tokens is None and self.batch_size is None:
             raise ConfigError("batching needs max_tokens or batch_size: set batching.max_tokens=4096, for example")
+        if not _is_int(self.num_workers) or self.num_workers < 0:
+            raise ConfigError(
+                f"batching.num_workers={self.num_workers!r}: give a whole number >= 0 (0 collates in the training "
+                f"process)"
+            )

@@ -19,9 +19,11 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
+from pytorch_lightning.trainer.states import TrainerFn
 
 from transformer.checkpoint import Artifacts, find_resume_checkpoint
 from transformer.errors import UserError
+from transformer.objectives.precision import MasterWeights
 from transformer.optim import OptimConfig, apply_config, build_optimizer, fusable, total_training_steps
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ class TransformerModule(pl.LightningModule):
         self.step_size = StepNormalizer()
         self.train_loss = IntervalMean()  # the summed losses of the logging interval, on the device
         self.progress: dict[str, float] = {}  # the latest logging step's values, for the progress bar (ProgressBar)
+        self.master: MasterWeights | None = None  # precision=bf16-true: the fp32 weights the optimizer updates
         self._outputs: list[tuple] = []  # this validation's (or test's) per-example outputs, from evaluate_batch
         self.predictions: list[tuple] = []  # the last test's outputs, by example index
         self.last_validation: dict[int, tuple] = {}  # the latest validation's outputs, by example index
@@ -78,9 +81,13 @@ class TransformerModule(pl.LightningModule):
     def on_before_optimizer_step(self, optimizer) -> None:
         self.step_size.apply(self)
         self.guard.check_gradients(self, optimizer)
+        if self.master is not None:
+            self.master.copy_gradients()  # clipped and stepped in fp32
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        if self.master is not None:
+            self.master.copy_weights()
         self.guard.after_step(self)
         if logging_step(self.trainer):  # the one read of the interval, before on_train_batch_end (checkpoints)
             self.guard.read(self)
@@ -97,18 +104,29 @@ class TransformerModule(pl.LightningModule):
         # fused AdamW would unscale a GradScaler's gradients itself, after clipping saw them scaled
         scaled = getattr(self.trainer.precision_plugin, "scaler", None) is not None
         fused_ok = not scaled and fusable(self.model)
-        optimizer, scheduler = build_optimizer(self.model, self.optim, total_training_steps(self.trainer), fused_ok)
+        masters = self.master.bind(self) if self.master is not None else None
+        optimizer, scheduler = build_optimizer(
+            self.model, self.optim, total_training_steps(self.trainer), fused_ok, masters
+        )
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def optimizer_zero_grad(self, epoch, batch_idx, optimizer) -> None:
+        super().optimizer_zero_grad(epoch, batch_idx, optimizer)
+        if self.master is not None:  # the optimizer holds the masters: the bf16 gradients are cleared here
+            self.zero_grad(set_to_none=True)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         # Lightning's mixed-precision plugin refuses to clip for a fused optimizer, for a GradScaler's sake; without
-        # a scaler (bf16) the gradients are the true ones, so they are clipped here as Lightning would clip them
-        if not gradient_clip_val or not fused(optimizer):
+        # a scaler (bf16) the gradients are the true ones, so they are clipped here as Lightning would clip them; with
+        # master weights the optimizer's (fp32) gradients are the ones it steps with
+        if not gradient_clip_val or (not fused(optimizer) and self.master is None):
             super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
-        elif gradient_clip_algorithm == "value":
-            torch.nn.utils.clip_grad_value_(self.parameters(), gradient_clip_val)
+            return
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
         else:
-            torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
 
     def on_train_start(self) -> None:
         self.guard.start(self)
@@ -117,6 +135,10 @@ class TransformerModule(pl.LightningModule):
             apply_config(self.trainer.optimizers[0], scheduler, self.model, self.optim)
 
     def configure_model(self) -> None:
+        # bf16-true: the fp32 masters are taken here, before Lightning casts the module (strategy setup)
+        fitting = self.trainer.state.fn == TrainerFn.FITTING
+        if fitting and self.trainer.precision == "bf16-true" and self.master is None:
+            self.master = MasterWeights(self)
         # hardware=fsdp: the strategy (training/fsdp.py) shards the model block by block; other strategies have no
         # shard_model. Asked of the strategy, so that the objectives do not import the training layer above them.
         shard_model = getattr(self.trainer.strategy, "shard_model", None)
@@ -126,7 +148,13 @@ class TransformerModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.trainer is not None and self.trainer.training:
             self.guard.read(self)  # weights that went NaN/inf stop the run here, before this checkpoint takes them
+        if self.master is not None and self.master.pairs:
+            self.master.store(checkpoint["state_dict"])  # fp32, as a bf16-mixed run's
         self.artifacts.store(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.master is not None:  # resuming a bf16-true run: its fp32 masters
+            self.master.load(checkpoint["state_dict"])
 
     def on_validation_epoch_start(self) -> None:
         self._outputs = []

@@ -35,6 +35,7 @@ class TextDataModule(pl.LightningDataModule):
             num_replicas=world,
             rank=rank,
             num_workers=b.num_workers,
+            pin_memory=trainer is not None and trainer.strategy.root_device.type == "cuda",
         )
 
     def train_batches_per_epoch(self) -> int:

@@ -125,7 +125,14 @@ def build_trainer(
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values() if node is not None]
     trainer_kwargs = dict(config.trainer)
     trainer_kwargs.setdefault("enable_model_summary", config.verbose)  # quiet: the size is logged in one line
-    precision = resolve_precision(config.precision, trainer_kwargs.get("accelerator", "cpu"))
+    if config.hardware.bf16_weights and trainer_kwargs.get("strategy") == FSDP_NAME:
+        raise ConfigError(
+            "hardware.bf16_weights=true does not combine with hardware=fsdp, whose hardware.fsdp.bf16_params keeps "
+            "bf16 weights per shard: set hardware.bf16_weights=false"
+        )
+    precision = resolve_precision(
+        config.precision, trainer_kwargs.get("accelerator", "cpu"), config.hardware.bf16_weights
+    )
     if trainer_kwargs.get("strategy") == FSDP_NAME:
         trainer_kwargs["strategy"] = FSDPStrategy(config.hardware.fsdp, bf16=str(precision).startswith("bf16"))
         callbacks.append(GatherForEvaluation())
