@@ -60,7 +60,7 @@ class HostReads(pl.Callback):
         self.restore()
 
 
-@pytest.mark.parametrize("task", ["sentiment", "translation"])
+@pytest.mark.parametrize("task", ["sentiment", pytest.param("translation", marks=pytest.mark.slow)])
 def test_no_host_reads_in_the_steps_between_logging_steps(task, tmp_path, compose_config):
     overrides = [
         f"task={task}",

@@ -12,8 +12,9 @@ from transformer.training.train import train
 
 STEPS = 50
 # bf16 weights (and LayerNorm, embeddings, residual stream in bf16) against fp32 weights under autocast: the losses
-# of the same batches differ by bf16 rounding, which compounds over the steps; measured on CPU at most ~0.5%
-TOLERANCE = 0.02  # relative, per step
+# of the same batches differ by bf16 rounding, which compounds over the steps; measured on CPU (AVX512-BF16, tiny
+# translation model, dropout 0): at most 0.03% over the 50 steps
+TOLERANCE = 0.01  # relative, per step
 
 
 class Losses(pl.Callback):
@@ -52,6 +53,7 @@ def run(tmp_path, compose_config, name: str, *extra: str) -> tuple[list[float], 
     return losses.losses, torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=True)
 
 
+@pytest.mark.slow  # two 50-step runs
 def test_bf16_weights_train_like_bf16_mixed(tmp_path, compose_config):
     mixed, mixed_ckpt = run(tmp_path, compose_config, "mixed", "precision=bf16-mixed")
     true, true_ckpt = run(tmp_path, compose_config, "true", "precision=bf16-mixed", "hardware.bf16_weights=true")
