@@ -3,6 +3,7 @@ a bare PyTorch loop over the same model, optimizer and batches, interleaved in o
 
     python benchmarks/step_overhead.py                        # tiny and small sentiment models, ~3 min on 2 cores
     python benchmarks/step_overhead.py --sizes tiny --rounds 5 --steps 60
+    python benchmarks/step_overhead.py --sizes tiny '~callbacks.progress_bar'   # Hydra overrides of the config
 
 Framework side: the LightningModule, Trainer (its callbacks: checkpointing, learning-rate monitor, Rich progress
 bar, TensorBoard views, token throughput, ...) and loader exactly as train() builds them, from the packaged
@@ -47,7 +48,7 @@ class StepTimer(pl.Callback):
         return [b - a for a, b in zip(self.starts, self.starts[1:], strict=False)]
 
 
-def compose(size: str, out: Path, cache: Path, steps: int):
+def compose(size: str, out: Path, cache: Path, steps: int, extra: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
@@ -69,6 +70,7 @@ def compose(size: str, out: Path, cache: Path, steps: int):
                 "+trainer.limit_val_batches=0",
                 "resume=never",
                 "overwrite=true",
+                *extra,
             ],
         )
     GlobalHydra.instance().clear()
@@ -161,6 +163,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60, help="steps per round and side")
     parser.add_argument("--warmup", type=int, default=5, help="steps left out at the start of each round")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of the framework's config (key=value)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
@@ -174,11 +177,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         for size in args.sizes:
-            cfg = compose(size, root / f"run-{size}", root / "cache", args.steps)
+            cfg = compose(size, root / f"run-{size}", root / "cache", args.steps, args.overrides)
             prepared = prepare_from_config(typed(cfg))
             ours, bare, precision = [], [], ""
             for r in range(args.rounds):
-                cfg = compose(size, root / f"run-{size}-{r}", root / "cache", args.steps)
+                cfg = compose(size, root / f"run-{size}-{r}", root / "cache", args.steps, args.overrides)
                 steps, precision = framework_steps(cfg, prepared, seed=42)
                 ours += steps[args.warmup :]
                 bare += bare_steps(cfg, prepared, 42, precision)[args.warmup :]
