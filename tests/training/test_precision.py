@@ -65,3 +65,30 @@ def test_bf16_weights_train_like_bf16_mixed(tmp_path, compose_config):
     assert true[-1] < true[0] - 0.5  # it learns
     for name, value in mixed_ckpt["state_dict"].items():  # fp32 masters, saved as the bf16-mixed run saves
         assert true_ckpt["state_dict"][name].dtype == value.dtype, name
+
+
+def test_bf16_weights_choose_bf16_true_where_bf16_is_the_precision(monkeypatch):
+    from transformer import hardware
+    from transformer.errors import ConfigError
+
+    monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: True)
+    assert hardware.resolve_precision("auto", "cpu", bf16_weights=True) == "bf16-true"
+    assert hardware.resolve_precision("bf16-mixed", "cpu", bf16_weights=True) == "bf16-true"
+    assert hardware.resolve_precision("auto", "cpu") == "bf16-mixed"  # off: today's autocast
+    monkeypatch.setattr(hardware, "cpu_supports_bf16", lambda: False)
+    assert hardware.resolve_precision("auto", "cpu", bf16_weights=True) == "32-true"  # no bf16 here: no effect
+    with pytest.raises(ConfigError, match=r"^hardware.bf16_weights=true keeps bf16 weights, but precision=32-true"):
+        hardware.resolve_precision("32-true", "cpu", bf16_weights=True)
+
+
+def test_bf16_weights_refuse_fsdp(tmp_path, compose_config):
+    from transformer.errors import ConfigError
+    from transformer.schema import typed
+    from transformer.training.train import build_trainer
+
+    cfg = compose_config(
+        "train",
+        ["hardware=fsdp", "trainer.accelerator=cpu", "hardware.bf16_weights=true", f"paths.output_dir={tmp_path}"],
+    )
+    with pytest.raises(ConfigError, match="does not combine with hardware=fsdp"):
+        build_trainer(cfg, typed(cfg), typed(cfg).model)
