@@ -334,9 +334,9 @@ class NonFiniteGuard:
                 kinds, "the loss or the gradients were"
             )
             raise NonFiniteLossError(
-                f"{what} NaN/inf for {longest} steps in a row (the last at step {last}): training "
-                f"stopped, {last_good(module)}; lower optim.lr (relaunch with allow_changes=[optim.lr] to keep the "
-                f"run), raise optim.warmup_steps or use precision=32-true"
+                f"{what} NaN/inf for {longest} steps in a row (max_nonfinite_steps={self.max_in_a_row}; the last "
+                f"at step {last}): training stopped, {last_good(module)}; lower optim.lr (relaunch with "
+                f"allow_changes=[optim.lr] to keep the run), raise optim.warmup_steps or use precision=32-true"
             )
 
 
