@@ -13,7 +13,8 @@ torch.load(weights_only=True): no pickled code runs.
     task            the task name (sentiment, translation, ...)
     config          the resolved training config (a plain dict)
     model_config    the ModelConfig's fields
-    src_tokenizer   the SentencePiece model's bytes; tgt_tokenizer: the target one, or None when shared
+    src_tokenizer   the tokenizer's bytes (data/tokenizer.py: a SentencePiece model, or a pretrained model's tokenizer
+                    as a JSON document); tgt_tokenizer: the target one, or None when shared
     label_names     classification labels, in id order
     max_source_len  the longest source the model reads (the dataset's limit, capped by the model's positions)
 
@@ -181,8 +182,8 @@ class Artifacts:
 
 def source_limit(config: dict[str, Any], model: ModelConfig) -> int:
     """The longest source the model reads: the dataset's max_source_len, never beyond the model's positions."""
-    wanted = (config.get("dataset") or {}).get("max_source_len") or model.max_positions
-    return min(wanted, model.max_positions)
+    wanted = (config.get("dataset") or {}).get("max_source_len") or model.max_length
+    return min(wanted, model.max_length)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -414,7 +414,7 @@ def _encode_batch(
         "src_truncated": [len(ids) > max_source_len for ids in src],
     }
     if tgt_tok is not None:
-        tgt = tgt_tok.encode(batch["target"])
+        tgt = tgt_tok.encode_target(batch["target"])
         out["tgt_ids"] = [ids[:max_target_len] for ids in tgt]
         out["tgt_truncated"] = [len(ids) > max_target_len for ids in tgt]
     return out

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from torch.export import Dim
 
 from transformer.attention import AttentionCache
-from transformer.data import Tokenizer
+from transformer.data import SentencePieceTokenizer
 from transformer.decoding import DecodingConfig, greedy_search
 from transformer.errors import UserError
 from transformer.export.runtime import ExportedClassifier, load, read_export
@@ -282,12 +282,12 @@ def write_export(
         "opset": opset if fmt == "onnx" else None,
         "torch_version": torch.__version__,
         "objective": "classification" if classifier else "seq2seq",
-        "pad_id": Tokenizer.pad_id,
-        "unk_id": Tokenizer.unk_id,
-        "bos_id": Tokenizer.bos_id,
-        "eos_id": Tokenizer.eos_id,
+        "pad_id": c.pad_id,
+        "unk_id": SentencePieceTokenizer.unk_id,
+        "bos_id": c.start_id,  # the decoder's first input
+        "eos_id": c.eos_id,
         "max_positions": c.max_positions,
-        "max_source_len": c.max_positions,
+        "max_source_len": c.max_length,
         "model": {key: getattr(c, key) for key in MODEL_KEYS},
         "decoding": {
             "beam_size": d.beam_size,
@@ -515,7 +515,7 @@ class ExportMismatch(RuntimeError):
     """The exported graphs disagree with the PyTorch model (an exporter bug, not a user error)."""
 
 
-def check_sample(vocab_size: int, max_len: int, pad_id: int = Tokenizer.pad_id) -> np.ndarray:
+def check_sample(vocab_size: int, max_len: int, pad_id: int = SentencePieceTokenizer.pad_id) -> np.ndarray:
     """Four right-padded rows of random non-special ids (4, S) of different lengths, for export checks."""
     rng = np.random.default_rng(0)
     lengths = [min(n, max_len) for n in (12, 7, 3, 1)]
@@ -531,7 +531,7 @@ def check(model: nn.Module, folder: str | Path, src: np.ndarray | None = None) -
     ExportMismatch."""
     runtime = load(folder)
     c = model.config
-    src = check_sample(c.vocab_size, runtime.meta["max_source_len"]) if src is None else src
+    src = check_sample(c.vocab_size, runtime.meta["max_source_len"], c.pad_id) if src is None else src
     if isinstance(runtime, ExportedClassifier):
         with torch.inference_mode():
             expected = model(torch.from_numpy(src)).float().softmax(-1).numpy()

@@ -61,6 +61,9 @@ def build_model_config(config: TrainConfig, prepared) -> ModelConfig:
         target_vocab_size=None if shared else tgt.vocab_size,
         share_embeddings=config.model.share_embeddings and shared,
         pad_id=src.pad_id,
+        bos_id=tgt.bos_id,
+        eos_id=tgt.eos_id,
+        decoder_start_id=None if tgt.decoder_start_id == tgt.bos_id else tgt.decoder_start_id,
         num_classes=max(2, len(prepared.label_names or [])),
     )
 
