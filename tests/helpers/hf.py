@@ -92,15 +92,16 @@ def save_classifier(folder: Path, model_type: str = "bert", seed: int = 0, layer
     return model.eval()
 
 
-def save_seq2seq(folder: Path, model_type: str = "bart", seed: int = 0):
-    """A random BART (byte-level BPE) or Marian (SentencePiece source/target + vocab.json) model."""
+def save_seq2seq(folder: Path, model_type: str = "bart", seed: int = 0, eos_bias: float = 0.0, init_std: float = 0.02):
+    """A random BART (byte-level BPE) or Marian (SentencePiece source/target + vocab.json) model; `eos_bias` is
+    added to eos's final_logits_bias, so that outputs end at various lengths."""
     import torch
 
     torch.manual_seed(seed)
     sizes = dict(
         d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
-        encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64, dropout=0.0, attention_dropout=0.0,
-        activation_dropout=0.0,
+        encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128, dropout=0.0, attention_dropout=0.0,
+        activation_dropout=0.0, init_std=init_std,
     )  # fmt: skip
     if model_type == "bart":
         tok = byte_bpe()
@@ -118,6 +119,8 @@ def save_seq2seq(folder: Path, model_type: str = "bart", seed: int = 0):
         )  # fmt: skip
         model = transformers.MarianMTModel(config)
     perturb(model)
+    with torch.no_grad():
+        model.final_logits_bias[0, config.eos_token_id] += eos_bias
     model.save_pretrained(folder)
     return model.eval()
 
@@ -148,7 +151,7 @@ def save_marian_tokenizer(folder: Path) -> dict[str, int]:
     for name, texts in (("source.spm", german), ("target.spm", english)):
         model = io.BytesIO()
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(texts), model_writer=model, vocab_size=120, minloglevel=2,
+            sentence_iterator=iter(texts), model_writer=model, vocab_size=100, minloglevel=2, hard_vocab_limit=False,
             character_coverage=1.0, unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1,
         )  # fmt: skip
         (folder / name).write_bytes(model.getvalue())
