@@ -76,6 +76,16 @@ def build_model_config(config: TrainConfig, prepared) -> ModelConfig:
     )
 
 
+def fit_lengths(config: TrainConfig, positions: int) -> TrainConfig:
+    """The dataset's length limits within a pretrained model's positions (BERT's 512): longer texts are cut."""
+    d = config.dataset
+    limits = {"max_source_len": min(d.max_source_len, positions), "max_target_len": min(d.max_target_len, positions)}
+    if limits == {"max_source_len": d.max_source_len, "max_target_len": d.max_target_len}:
+        return config
+    log.info("the pretrained model reads %d positions: dataset lengths limited to %s", positions, limits)
+    return replace(config, dataset=replace(d, **limits))
+
+
 def relaunch_callbacks(config: TrainConfig) -> list[pl.Callback]:
     """Checkpoints every N steps / M minutes (keeping the newest K) and the preemption handler."""
     folder = Path(config.paths.output_dir) / "checkpoints"
@@ -204,14 +214,17 @@ def _train(
     if pretrained is not None:
         check_pretrained_fits(pretrained, config)
         tokenizers = (pretrained.src_tokenizer, pretrained.tgt_tokenizer)
+        config = fit_lengths(config, pretrained.model.max_length)
     prepared = prepare_from_config(config, tokenizers)
     if init_artifacts is not None and not keep:
         check_same_tokenizers(init[0], init_artifacts, prepared.src_tokenizer, prepared.tgt_tokenizer)
     model_config = build_model_config(config, prepared)
     if pretrained is not None:
         model_config = merged_config(pretrained, config.model, model_config.num_classes)
+    stored = OmegaConf.to_container(cfg, resolve=True)
+    stored["dataset"].update(max_source_len=config.dataset.max_source_len, max_target_len=config.dataset.max_target_len)
     artifacts = Artifacts.new(
-        OmegaConf.to_container(cfg, resolve=True),
+        stored,
         model_config,
         prepared.src_tokenizer,
         prepared.tgt_tokenizer,
