@@ -44,7 +44,11 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from transformer.config import ModelConfig
-from transformer.data import DatasetConfig, Tokenizer
+from transformer.data import (
+    DatasetConfig,
+    Tokenizer,
+    pretrained_tokenizer,  # noqa: F401  (registers the pretrained kinds)
+)
 from transformer.data.noising import NoiseConfig
 from transformer.decoding import DecodingConfig
 from transformer.errors import UserError

@@ -35,6 +35,7 @@ import datasets
 import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict, Features, List, Value
 
+from transformer.data import pretrained_tokenizer  # noqa: F401  (registers the pretrained kinds)
 from transformer.data.config import SPLITS, DataError, DatasetConfig
 from transformer.data.sources import RawSplit, load_splits, source_identity, source_kind
 from transformer.data.tokenizer import Tokenizer, train_tokenizer

@@ -5,8 +5,9 @@
     MarianTokenizer    Marian's layout: source.spm / target.spm (SentencePiece) and one vocab.json mapping their
                        pieces to the model's ids; a source ends with </s>
 
-Each is stored as one JSON document (its bytes start with "{", which is how Tokenizer.from_bytes tells it from a
-SentencePiece proto), so a checkpoint holds it as it holds a SentencePiece model. `read_tokenizers(folder)` reads a
+Each is stored as one JSON document {"kind": ...} (its bytes start with "{", which is how Tokenizer.from_bytes tells
+it from a SentencePiece proto; the classes register their kind), so a checkpoint holds it as it holds a
+SentencePiece model. `read_tokenizers(folder)` reads a
 `save_pretrained` folder.
 """
 
@@ -29,16 +30,6 @@ TOKEN_KEYS = {
     "eos": ("sep_token", "eos_token"),
     "mask": ("mask_token",),
 }
-
-
-def pretrained_from_bytes(data: bytes) -> Tokenizer:
-    """A tokenizer stored by HFTokenizer.to_bytes or MarianTokenizer.to_bytes."""
-    kind = json.loads(data).get("kind")
-    if kind == HFTokenizer.kind:
-        return HFTokenizer(data)
-    if kind == MarianTokenizer.kind:
-        return MarianTokenizer(data)
-    raise DataError(f"unknown stored tokenizer kind {kind!r}: this checkpoint needs a newer version of the package")
 
 
 def _document(kind: str, special: dict[str, int], **values: Any) -> bytes:

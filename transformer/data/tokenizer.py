@@ -11,6 +11,7 @@ tokenizer (or the ModelConfig, which build_model_config fills from it).
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -24,6 +25,7 @@ from transformer.data.config import DataError
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 MASK_PIECE = "<mask>"  # trained into pretraining tokenizers (id 4), always one piece
 SENTENCE_ENDS = (".", "!", "?")
+KINDS: dict[str, type[Tokenizer]] = {}  # stored kinds (JSON documents) -> their class, filled by __init_subclass__
 
 
 class Tokenizer:
@@ -44,13 +46,20 @@ class Tokenizer:
 
     @staticmethod
     def from_bytes(data: bytes) -> Tokenizer:
-        """The tokenizer stored as `data` (any kind)."""
+        """The tokenizer stored as `data`: a SentencePiece proto, or a JSON document {"kind": ...} of a kind that a
+        subclass registered (data/pretrained_tokenizer.py, which the checkpoint, cache and export readers import)."""
         data = bytes(data)
-        if data.startswith(b"{"):  # a JSON document: a pretrained model's tokenizer
-            from transformer.data.pretrained_tokenizer import pretrained_from_bytes
+        if not data.startswith(b"{"):
+            return SentencePieceTokenizer(data)
+        kind = json.loads(data).get("kind")
+        if kind not in KINDS:
+            raise DataError(f"unknown stored tokenizer kind {kind!r}: a newer version of the package wrote it")
+        return KINDS[kind](data)
 
-            return pretrained_from_bytes(data)
-        return SentencePieceTokenizer(data)
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "kind" in cls.__dict__:
+            KINDS[cls.kind] = cls
 
     @classmethod
     def load(cls, path: str | Path) -> Tokenizer:
