@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from transformer.data.config import DataError
-from transformer.data.tokenizer import Tokenizer
+from transformer.data.tokenizer import SentencePieceTokenizer, Tokenizer
 
 SPECIAL_NAMES = ("pad", "unk", "bos", "eos", "decoder_start")
 # where each special token is named in tokenizer_config.json, first found wins (BERT has cls/sep, not bos/eos)
@@ -142,6 +142,35 @@ class MarianTokenizer(_Pretrained):
 
     def spm_model(self) -> bytes:
         return self._spm
+
+
+def sentencepiece_as_hf(tokenizer: SentencePieceTokenizer) -> HFTokenizer:
+    """A SentencePiece unigram model of ours as the same tokenizer in `tokenizer.json` form (a Unigram model with
+    SentencePiece's normalization: its precompiled NFKC map, stripped and collapsed spaces, the U+2581 word marker),
+    for format=hf exports of models trained here; it reads text as ours does, without special tokens around it."""
+    from sentencepiece import sentencepiece_model_pb2
+    from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers
+    from tokenizers import Tokenizer as Backend
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(tokenizer.to_bytes())
+    if proto.trainer_spec.model_type != sentencepiece_model_pb2.TrainerSpec.UNIGRAM:
+        raise DataError("only unigram SentencePiece models convert to tokenizer.json: train with model_type=unigram")
+    backend = Backend(models.Unigram([(p.piece, p.score) for p in proto.pieces], unk_id=tokenizer.unk_id))
+    steps = [normalizers.Strip(), normalizers.Replace(Regex(" {2,}"), " ")]
+    if proto.normalizer_spec.precompiled_charsmap:
+        steps.insert(0, normalizers.Precompiled(proto.normalizer_spec.precompiled_charsmap))
+    backend.normalizer = normalizers.Sequence(steps)
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    backend.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    t = tokenizer
+    special = {"pad": t.pad_id, "unk": t.unk_id, "bos": t.bos_id, "eos": t.eos_id, "decoder_start": t.bos_id}
+    if t.mask_id is not None:
+        special["mask"] = t.mask_id
+    from tokenizers import AddedToken
+
+    backend.add_special_tokens([AddedToken(t.id_to_piece(i), special=True) for i in sorted(set(special.values()))])
+    return HFTokenizer.of(backend.to_str(), special)
 
 
 def _token_id(config: dict[str, Any], keys: tuple[str, ...], lookup) -> int | None:

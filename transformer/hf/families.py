@@ -280,7 +280,7 @@ def hf_config(family: Family, m: ModelConfig, label_names: list[str]) -> dict[st
             "hidden_act": m.activation,
             "layer_norm_eps": m.layer_norm_eps,
             "max_position_embeddings": m.max_positions,
-            "type_vocab_size": m.token_types,
+            "type_vocab_size": m.token_types or 1,  # ours without token types: one zero vector
             "id2label": dict(enumerate(labels)),
             "label2id": {name: i for i, name in enumerate(labels)},
         }

@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 
 from transformer.config import ModelConfig
-from transformer.data.pretrained_tokenizer import HFTokenizer, MarianTokenizer, read_tokenizers
-from transformer.data.tokenizer import Tokenizer
+from transformer.data.pretrained_tokenizer import HFTokenizer, MarianTokenizer, read_tokenizers, sentencepiece_as_hf
+from transformer.data.tokenizer import SentencePieceTokenizer, Tokenizer
 from transformer.errors import ConfigError
 from transformer.hf.families import FAMILIES, Family, family_of, hf_config, model_config, rules
 
@@ -131,6 +131,8 @@ def to_theirs(family: Family, state: dict[str, Tensor], config: ModelConfig) -> 
                 out[n] = part.clone()
         else:
             out[theirs] = tensor.reshape(1, -1).clone() if name == "output_bias" else tensor.clone()
+    if family.objective == "classification" and not config.token_types:  # HF's BERT always adds a type vector
+        out[f"{family.base}embeddings.token_type_embeddings.weight"] = torch.zeros(1, config.d_model)
     if family.objective == "seq2seq":
         if "final_logits_bias" not in out:
             out["final_logits_bias"] = torch.zeros(1, config.tgt_vocab_size)
@@ -203,6 +205,8 @@ TOKEN_NAMES = {"pad": "pad_token", "unk": "unk_token", "eos": "eos_token", "bos"
 
 def write_tokenizer(folder: Path, family: Family, src: Tokenizer, tgt: Tokenizer) -> None:
     """The tokenizer in the files AutoTokenizer reads: tokenizer.json (+ tokenizer_config.json), or Marian's."""
+    if isinstance(src, SentencePieceTokenizer) and src is tgt:  # ours: the same tokenizer as tokenizer.json
+        src = tgt = sentencepiece_as_hf(src)
     if isinstance(src, MarianTokenizer) and isinstance(tgt, MarianTokenizer):
         (folder / "source.spm").write_bytes(src.spm_model())
         (folder / "target.spm").write_bytes(tgt.spm_model())
@@ -225,9 +229,8 @@ def write_tokenizer(folder: Path, family: Family, src: Tokenizer, tgt: Tokenizer
             tok_config.update(cls_token=piece(src.bos_id), sep_token=piece(src.eos_id))
     else:
         raise ConfigError(
-            "format=hf writes the tokenizer as tokenizer.json or Marian's files; this checkpoint's "
-            f"{src.kind} tokenizer(s) have neither form: start from a pretrained model (init_from=hf:...) "
-            f"to export in this format"
+            "format=hf writes the tokenizer as tokenizer.json or Marian's files; this checkpoint's separate source "
+            "and target SentencePiece tokenizers have neither form: train with one shared tokenizer to export"
         )
     (folder / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2, ensure_ascii=False) + "\n")
 
