@@ -171,6 +171,10 @@ def check_exportable(config: ModelConfig, family: Family) -> None:
         want = "learned" if family.model_type == "bart" else "sinusoidal_halves"
         if config.positional != want:
             problems.append(f"positional={config.positional} ({family.model_type} has {want})")
+        if family.model_type == "bart" and (config.position_offset != 2 or not config.embed_norm):
+            problems.append("position_offset=2 and embed_norm=true (BART's embeddings)")
+    if family.model_type == "roberta" and config.position_offset != config.pad_id + 1:
+        problems.append(f"position_offset={config.position_offset} (RoBERTa's positions start at pad_id + 1)")
     if problems:
         raise ConfigError(
             f"format=hf writes {family.model_type} models, which this one is not: {'; '.join(problems)}. Train it "
