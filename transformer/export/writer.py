@@ -426,8 +426,8 @@ def check_settings(fmt: str, opset: int) -> None:
         return
     if fmt not in FORMATS:
         raise UserError(
-            f"format={fmt!r} is not one of {', '.join([*FORMATS, HF_FORMAT])}: pass format=onnx (ONNX Runtime), "
-            f"format=torch_export (.pt2 files for torch.export.load) or format=hf (transformers)"
+            f"format={fmt!r} is not one of {', '.join(FORMATS)}: pass format=onnx (ONNX Runtime) or "
+            f"format=torch_export (.pt2 files for torch.export.load), or format={HF_FORMAT} (a folder for transformers)"
         )
     if fmt != "onnx":
         return
