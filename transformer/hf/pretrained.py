@@ -102,7 +102,9 @@ def read_pretrained(spec: str) -> Pretrained:
                 f"{where}: the {side} tokenizer has {tok.vocab_size} tokens but the embedding only "
                 f"{model.vocab_size} rows (config.json vocab_size): the tokenizer belongs to another model"
             )
-    if family.objective == "seq2seq" and src is not tgt:
+    # the tokenizer's special ids are config.json's where it sets them, and its tokens' (BERT's [CLS]) elsewhere
+    model = replace(model, pad_id=src.pad_id, bos_id=tgt.bos_id, eos_id=tgt.eos_id)
+    if family.objective == "seq2seq":
         model = replace(model, decoder_start_id=tgt.decoder_start_id)
     return Pretrained(spec, folder, family, model, src, tgt, load_tensors(folder))
 
