@@ -86,8 +86,46 @@ def test_bert_sentiment_evaluates_and_serves(tmp_path):
     evaluated = run_script("evaluate.py", f"ckpt={run}", "split=test")
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert "test/acc" in json.loads(evaluated.stdout[evaluated.stdout.index("{") :])
-    answers = Predictor(str(run))(["not bad at all", "terrible 😀"])  # what the server answers with
-    assert len(answers) == 2 and all(answer["label"] in ("negative", "positive") for answer in answers)
+    texts = ["not bad at all", "terrible 😀"]
+    expected = Predictor(str(run))(texts)
+    assert len(expected) == 2 and all(answer["label"] in ("negative", "positive") for answer in expected)
+    answers = served(run, tmp_path, {"text": texts})  # the HTTP server answers as the predictor does
+    assert [a["label"] for a in answers] == [e["label"] for e in expected]
+    for answer, want in zip(answers, expected, strict=True):
+        assert answer["probability"] == pytest.approx(want["probability"], abs=1e-5)
+
+
+def served(run, tmp_path, body: dict, timeout: float = 180):
+    """scripts/serve.py on a free loopback port: one POST /predict, then SIGTERM."""
+    import os
+    import re
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from helpers import ROOT
+
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / "serve.py"), f"ckpt={run}", "port=0"], stdout=log,
+            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout
+        while not (found := re.search(r"at http://127\.0\.0\.1:(\d+) ", log_path.read_text())):
+            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.2)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{found.group(1)}/predict", json.dumps(body).encode(), method="POST",
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 @pytest.mark.slow
