@@ -35,6 +35,7 @@ LAYERS = [
             "hardware.py",
             "export/runtime.py",
             "export/spec.py",
+            "hf/",
         ],
     ),  # fmt: skip
     ("leaves", ["config.py", "console.py", "dropout.py", "errors.py"]),

@@ -13,7 +13,8 @@ torch.load(weights_only=True): no pickled code runs.
     task            the task name (sentiment, translation, ...)
     config          the resolved training config (a plain dict)
     model_config    the ModelConfig's fields
-    src_tokenizer   the SentencePiece model's bytes; tgt_tokenizer: the target one, or None when shared
+    src_tokenizer   the tokenizer's bytes (data/tokenizer.py: a SentencePiece model, or a pretrained model's tokenizer
+                    as a JSON document); tgt_tokenizer: the target one, or None when shared
     label_names     classification labels, in id order
     max_source_len  the longest source the model reads (the dataset's limit, capped by the model's positions)
 
@@ -43,7 +44,11 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from transformer.config import ModelConfig
-from transformer.data import DatasetConfig, Tokenizer
+from transformer.data import (
+    DatasetConfig,
+    Tokenizer,
+    pretrained_tokenizer,  # noqa: F401  (registers the pretrained kinds)
+)
 from transformer.data.noising import NoiseConfig
 from transformer.decoding import DecodingConfig
 from transformer.errors import UserError
@@ -181,8 +186,8 @@ class Artifacts:
 
 def source_limit(config: dict[str, Any], model: ModelConfig) -> int:
     """The longest source the model reads: the dataset's max_source_len, never beyond the model's positions."""
-    wanted = (config.get("dataset") or {}).get("max_source_len") or model.max_positions
-    return min(wanted, model.max_positions)
+    wanted = (config.get("dataset") or {}).get("max_source_len") or model.max_length
+    return min(wanted, model.max_length)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

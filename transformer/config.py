@@ -50,6 +50,17 @@ class ModelConfig:
     copy_attention: bool = False  # pointer-generator (See et al., 2017): seq2seq mixes in copying source tokens
     activation_checkpointing: bool = False  # training recomputes each block's activations in the backward pass
     pretrain_objective: str = "mlm"  # task=pretrain only: mlm (an encoder, BERT) | denoising (encoder-decoder, BART)
+    # special ids, filled in from the tokenizer (build_model_config); these defaults are SentencePiece's here
+    bos_id: int = 2
+    eos_id: int = 3
+    decoder_start_id: int | None = None  # the decoder's first input; None: bos_id (BART: eos, Marian: pad)
+    # switches of pretrained families (transformer/hf/), each off by default: BERT, RoBERTa, BART and Marian
+    scale_embeddings: bool = True  # token embeddings times sqrt(D) in the encoder (off in BERT, RoBERTa, BART)
+    decoder_scale_embeddings: bool | None = None  # the same in the decoder; None: as scale_embeddings
+    position_offset: int = 0  # learned positions start at this row (2 in RoBERTa and BART)
+    token_types: int = 0  # rows of a token-type embedding, whose row 0 is added at every position (BERT: 2)
+    embed_norm: bool = False  # a LayerNorm on the embedding sum (BERT, RoBERTa, BART)
+    output_bias: bool = False  # a fixed (not trained) bias on the output logits (BART, Marian: final_logits_bias)
 
     def __post_init__(self) -> None:
         def positive(name: str) -> None:
@@ -75,17 +86,26 @@ class ModelConfig:
             if not 0.0 <= value < 1.0:
                 raise ConfigError(f"ModelConfig.{name} must be in [0, 1), got {value!r}")
         choices = {
-            "positional": ("sinusoidal", "learned"),
-            "pooling": ("mean", "first"),
+            # sinusoidal_halves: Marian's layout, the sines in the first half of each vector, the cosines after
+            "positional": ("sinusoidal", "learned", "sinusoidal_halves"),
+            "pooling": ("mean", "first", "pooler"),  # pooler: BERT's tanh(dense(first token))
             "backend": ("auto", "sdpa", "explicit"),
-            "activation": ("relu", "gelu"),
+            "activation": ("relu", "gelu", "silu"),
             "pretrain_objective": ("mlm", "denoising"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"ModelConfig.{name}={getattr(self, name)!r} is not one of {allowed}")
-        if not 0 <= self.pad_id < self.vocab_size:
-            raise ConfigError(f"pad_id={self.pad_id} is outside the vocabulary [0, {self.vocab_size})")
+        for name in ("pad_id", "bos_id", "eos_id", "decoder_start_id"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < self.tgt_vocab_size and not 0 <= value < self.vocab_size:
+                raise ConfigError(f"{name}={value} is outside the vocabulary [0, {self.vocab_size})")
+        if not 0 <= self.position_offset < self.max_positions:
+            raise ConfigError(
+                f"position_offset={self.position_offset} leaves no position of max_positions={self.max_positions}"
+            )
+        if not isinstance(self.token_types, int) or self.token_types < 0:
+            raise ConfigError(f"ModelConfig.token_types must be a non-negative integer, got {self.token_types!r}")
         if self.share_embeddings and self.tgt_vocab_size != self.vocab_size:
             raise ConfigError(
                 f"share_embeddings=True needs one vocabulary, but vocab_size={self.vocab_size} and "
@@ -102,6 +122,16 @@ class ModelConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
+
+    @property
+    def start_id(self) -> int:
+        """The decoder's first input id."""
+        return self.bos_id if self.decoder_start_id is None else self.decoder_start_id
+
+    @property
+    def max_length(self) -> int:
+        """The longest sequence the positions cover."""
+        return self.max_positions - self.position_offset
 
     @property
     def tgt_vocab_size(self) -> int:

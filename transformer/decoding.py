@@ -132,7 +132,7 @@ def greedy_search(
     hypotheses: the model's sum of log-probabilities / length**length_penalty (length counts EOS)."""
     _check(model, src)
     memory, pad_mask = model.encode(src)
-    limit = model.config.max_positions - 1
+    limit = model.config.max_length - 1
     budget = max_lengths(pad_mask, max_len_a, max_len_b, limit)  # (B,)
     B, device = src.size(0), src.device
     steps = int(budget.max()) + 1
@@ -203,7 +203,7 @@ def beam_search(
         raise ValueError(f"nbest must be between 1 and beam_size={K}, got {nbest}")
     B, device = src.size(0), src.device
     memory, pad_mask = model.encode(src)
-    budget = max_lengths(pad_mask, max_len_a, max_len_b, model.config.max_positions - 1)  # (B,)
+    budget = max_lengths(pad_mask, max_len_a, max_len_b, model.config.max_length - 1)  # (B,)
     memory, pad_mask = memory.repeat_interleave(K, 0), pad_mask.repeat_interleave(K, 0)  # (B*K, S, D)
     src = src.repeat_interleave(K, 0)  # (B*K, S): the copy mechanism, if any, reads the source ids
     caches = model.new_caches()
@@ -219,7 +219,8 @@ def beam_search(
         logits = model.decode(tokens[:, -1:], memory, pad_mask, caches, src)[:, -1]  # (n*K, V)
         logp = torch.log_softmax(logits.float(), dim=-1)
         V = logp.size(-1)
-        logp[:, bos_id] = -math.inf
+        if bos_id != eos_id:  # BART starts the decoder with eos, which it must still be able to end with
+            logp[:, bos_id] = -math.inf
         out_of_budget = (budget[active] <= t).repeat_interleave(K)  # (n*K,)
         if out_of_budget.any():
             eos_logp = logp[out_of_budget, eos_id]

@@ -181,7 +181,8 @@ class Predictor:
 
     def generate(self, src: Tensor, decoding: DecodingConfig, seeds: list[int] | None) -> list[dict[str, Any]]:
         tok = self.tgt_tokenizer
-        outputs = generate(self.module.model, src, tok.bos_id, tok.eos_id, decoding, seeds)
+        c = self.module.model.config
+        outputs = generate(self.module.model, src, c.start_id, c.eos_id, decoding, seeds)
         # beam search finishes only hypotheses with finite scores: none at all means the model gave NaN
         self.check_finite(all(hyps and all(math.isfinite(score) for score, _ in hyps) for hyps in outputs), "scores")
         results = []
@@ -310,7 +311,7 @@ def attention_maps(module, artifacts: Artifacts, text: str, target: str | None =
         )
     out_ids = None
     if target is not None:
-        out_ids = artifacts.tgt_tokenizer.encode([target])[0][: module.model.config.max_positions - 1]
+        out_ids = artifacts.tgt_tokenizer.encode_target([target])[0][: module.model.config.max_length - 1]
     return maps_of_ids(module, artifacts, src_ids, out_ids)
 
 
@@ -335,7 +336,7 @@ def maps_of_ids(module, artifacts: Artifacts, src_ids: list[int], out_ids: list[
             probabilities={name: float(p) for name, p in zip(names, probs.tolist(), strict=False)},
             pooling=model.config.pooling,
         )
-    bos, eos = tgt_tok.bos_id, tgt_tok.eos_id
+    bos, eos = model.config.start_id, model.config.eos_id
     if out_ids is None:  # the model's own best output, by the run's decoding settings (sampling included)
         out_ids = generate(model, src, bos, eos, module.decoding)[0][0][1]
     tgt_in = torch.tensor([[bos, *out_ids]], device=device)  # (1, T)

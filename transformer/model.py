@@ -28,35 +28,58 @@ def sinusoidal_table(length: int, d_model: int) -> Tensor:
     return table
 
 
-class Embedding(nn.Module):
-    """Token embedding scaled by sqrt(D), plus positional encoding, then dropout."""
+def sinusoidal_halves_table(length: int, d_model: int) -> Tensor:
+    """The same frequencies as sinusoidal_table, laid out as Marian has them: sines first, then cosines."""
+    table = sinusoidal_table(length, d_model)
+    return torch.cat([table[:, 0::2], table[:, 1::2]], dim=1)
 
-    def __init__(self, config: ModelConfig, tokens: nn.Embedding) -> None:
+
+class Embedding(nn.Module):
+    """Token embedding scaled by sqrt(D) (unless `scale` is off), plus positional encoding, then dropout.
+
+    Pretrained families add a token-type vector (BERT), a LayerNorm on the sum (BERT, RoBERTa, BART) and start
+    their learned positions at row position_offset (RoBERTa, BART).
+    """
+
+    def __init__(self, config: ModelConfig, tokens: nn.Embedding, scale: bool = True) -> None:
         super().__init__()
         self.tokens = tokens  # may be shared between encoder, decoder and output projection
-        self.scale = math.sqrt(config.d_model)
-        self.max_positions = config.max_positions
+        self.scale = math.sqrt(config.d_model) if scale else 1.0
+        self.max_positions, self.position_offset = config.max_positions, config.position_offset
         if config.positional == "learned":
             self.positions = nn.Embedding(config.max_positions, config.d_model)
             nn.init.normal_(self.positions.weight, std=config.d_model**-0.5)
         else:
             self.positions = None
-            self.register_buffer("table", sinusoidal_table(config.max_positions, config.d_model), persistent=False)
+            make = sinusoidal_table if config.positional == "sinusoidal" else sinusoidal_halves_table
+            self.register_buffer("table", make(config.max_positions, config.d_model), persistent=False)
+        if config.token_types:
+            self.token_types = nn.Embedding(config.token_types, config.d_model)
+            nn.init.normal_(self.token_types.weight, std=config.d_model**-0.5)
+        if config.embed_norm:
+            self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.dropout)
 
     def forward(self, ids: Tensor, offset: int = 0) -> Tensor:
         """ids: (B, L) token ids; offset: index of the first position (incremental decoding)."""
         L = ids.size(1)
-        if offset + L > self.max_positions:
+        start = self.position_offset + offset
+        if start + L > self.max_positions:
+            first = f" (positions start at {self.position_offset})" if self.position_offset else ""
             raise ValueError(
-                f"sequence of length {offset + L} exceeds max_positions={self.max_positions}: "
+                f"sequence of length {offset + L} exceeds max_positions={self.max_positions}{first}: "
                 f"truncate inputs or raise model.max_positions"
             )
         if self.positions is not None:
-            pos = self.positions.weight[offset : offset + L]
+            pos = self.positions.weight[start : start + L]
         else:
-            pos = self.table[offset : offset + L]
-        return self.dropout(self.tokens(ids) * self.scale + pos)  # (B, L, D)
+            pos = self.table[start : start + L]
+        x = self.tokens(ids) * self.scale + pos  # (B, L, D)
+        if hasattr(self, "token_types"):  # single segments: every position has type 0
+            x = x + self.token_types.weight[0]
+        if hasattr(self, "norm"):
+            x = self.norm(x)
+        return self.dropout(x)
 
 
 class FeedForward(nn.Module):
@@ -66,7 +89,7 @@ class FeedForward(nn.Module):
         super().__init__()
         self.fc1 = nn.Linear(config.d_model, config.d_ff)
         self.fc2 = nn.Linear(config.d_ff, config.d_model)
-        self.activation = F.gelu if config.activation == "gelu" else F.relu
+        self.activation = {"gelu": F.gelu, "relu": F.relu, "silu": F.silu}[config.activation]
         self.dropout = Dropout(config.activation_dropout)
         for fc in (self.fc1, self.fc2):
             nn.init.xavier_uniform_(fc.weight)
@@ -157,7 +180,7 @@ class Encoder(nn.Module):
     def __init__(self, config: ModelConfig, tokens: nn.Embedding) -> None:
         super().__init__()
         self.pad_id = config.pad_id
-        self.embed = Embedding(config, tokens)
+        self.embed = Embedding(config, tokens, config.scale_embeddings)
         self.layers = nn.ModuleList(EncoderBlock(config) for _ in range(config.n_encoder_layers))
         self.checkpointing = config.activation_checkpointing
         # pre-LN leaves the residual stream un-normalised, so a final LayerNorm closes the stack
@@ -177,7 +200,8 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     def __init__(self, config: ModelConfig, tokens: nn.Embedding) -> None:
         super().__init__()
-        self.embed = Embedding(config, tokens)
+        scale = config.scale_embeddings if config.decoder_scale_embeddings is None else config.decoder_scale_embeddings
+        self.embed = Embedding(config, tokens, scale)
         self.layers = nn.ModuleList(DecoderBlock(config) for _ in range(config.n_decoder_layers))
         self.checkpointing = config.activation_checkpointing
         self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps) if config.norm_first else None
@@ -210,13 +234,20 @@ class EncoderClassifier(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = Encoder(config, token_embedding(config.vocab_size, config))
+        if config.pooling == "pooler":
+            self.pooler = nn.Linear(config.d_model, config.d_model)
         self.dropout = Dropout(config.dropout)
         self.head = nn.Linear(config.d_model, config.num_classes)
 
     def forward(self, src: Tensor) -> Tensor:
         """src: (B, S) ids, padded with pad_id. Returns logits (B, num_classes)."""
         x, pad_mask = self.encoder(src)
-        pooled = x[:, 0] if self.config.pooling == "first" else masked_mean(x, pad_mask)  # (B, D)
+        if self.config.pooling == "mean":
+            pooled = masked_mean(x, pad_mask)  # (B, D)
+        elif self.config.pooling == "first":
+            pooled = x[:, 0]
+        else:  # BERT's pooler
+            pooled = torch.tanh(self.pooler(x[:, 0]))
         return self.head(self.dropout(pooled))
 
 
@@ -357,6 +388,8 @@ class EncoderDecoder(nn.Module):
             self.output = nn.Linear(config.d_model, config.tgt_vocab_size, bias=False)
             nn.init.normal_(self.output.weight, std=config.d_model**-0.5)
         self.copy = PointerGenerator(config) if config.copy_attention else None
+        if config.output_bias:  # a buffer, as in BART and Marian: stored and exported, never trained
+            self.register_buffer("output_bias", torch.zeros(config.tgt_vocab_size))
 
     def encode(self, src: Tensor) -> tuple[Tensor, Tensor]:
         """src: (B, S). Returns memory (B, S, D) and its pad mask (B, S)."""
@@ -366,7 +399,7 @@ class EncoderDecoder(nn.Module):
     def project(self, h: Tensor) -> Tensor:
         """Decoder states (..., D) -> logits (..., V)."""
         weight = self.decoder.embed.tokens.weight if self.output is None else self.output.weight
-        return F.linear(h, weight)
+        return F.linear(h, weight, getattr(self, "output_bias", None))
 
     def decode(
         self, tgt_in: Tensor, memory: Tensor, memory_pad_mask: Tensor, caches=None, src: Tensor | None = None

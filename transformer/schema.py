@@ -306,7 +306,7 @@ class PredictConfig:
 @dataclass
 class ExportConfig:
     ckpt: str = MISSING  # a checkpoint, or a run directory (its averaged, best or last checkpoint)
-    format: str = "onnx"  # onnx | torch_export
+    format: str = "onnx"  # onnx | torch_export | hf (a save_pretrained folder for transformers: transformer/hf/)
     output_dir: str | None = None  # None: <run>/export_<format>/ in the checkpoint's run directory
     opset: int = 18  # ONNX opset
     check: bool = True  # run the exported graphs against PyTorch on a sample before finishing

@@ -22,6 +22,7 @@ HOMES = {
     "load_prepared": "transformer.data.prepare",
     "prepare_dataset": "transformer.data.prepare",
     "prepare_from_config": "transformer.data.prepare",
+    "SentencePieceTokenizer": "transformer.data.tokenizer",
     "Tokenizer": "transformer.data.tokenizer",
     "train_tokenizer": "transformer.data.tokenizer",
 }

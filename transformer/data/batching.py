@@ -193,7 +193,7 @@ class Collate:
     @classmethod
     def of(cls, objective: str, tokenizer: Any) -> Collate:
         """The collation of an objective's batches, with the (target) tokenizer's special ids."""
-        return cls(objective, tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id)
+        return cls(objective, tokenizer.pad_id, tokenizer.decoder_start_id, tokenizer.eos_id)
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         if self.objective in ("classification", "pretrain"):

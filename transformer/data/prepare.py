@@ -35,6 +35,7 @@ import datasets
 import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict, Features, List, Value
 
+from transformer.data import pretrained_tokenizer  # noqa: F401  (registers the pretrained kinds)
 from transformer.data.config import SPLITS, DataError, DatasetConfig
 from transformer.data.sources import RawSplit, load_splits, source_identity, source_kind
 from transformer.data.tokenizer import Tokenizer, train_tokenizer
@@ -414,7 +415,7 @@ def _encode_batch(
         "src_truncated": [len(ids) > max_source_len for ids in src],
     }
     if tgt_tok is not None:
-        tgt = tgt_tok.encode(batch["target"])
+        tgt = tgt_tok.encode_target(batch["target"])
         out["tgt_ids"] = [ids[:max_target_len] for ids in tgt]
         out["tgt_truncated"] = [len(ids) > max_target_len for ids in tgt]
     return out

@@ -1,12 +1,17 @@
-"""SentencePiece tokenizers with fixed special ids, trained from an in-memory iterator.
+"""Tokenizers: the interface every one has (`Tokenizer`), and the SentencePiece one trained here from an in-memory
+iterator, with special ids pad 0, unk 1, bos 2, eos 3.
 
-The serialized model proto (`to_bytes`) is the whole tokenizer: training code embeds it in checkpoints, and
-`Tokenizer.from_bytes` restores it without any file.
+A tokenizer is its bytes (`to_bytes`): training code embeds them in checkpoints, and `Tokenizer.from_bytes`
+restores the right kind without any file: a SentencePiece model proto, or a pretrained model's tokenizer
+(data/pretrained_tokenizer.py: a Hugging Face `tokenizer.json`, or Marian's SentencePiece + vocabulary layout).
+Nothing else assumes the ids 0-3: every user reads `pad_id`, `bos_id`, `eos_id` and `decoder_start_id` off the
+tokenizer (or the ModelConfig, which build_model_config fills from it).
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -20,12 +25,110 @@ from transformer.data.config import DataError
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 MASK_PIECE = "<mask>"  # trained into pretraining tokenizers (id 4), always one piece
 SENTENCE_ENDS = (".", "!", "?")
+KINDS: dict[str, type[Tokenizer]] = {}  # stored kinds (JSON documents) -> their class, filled by __init_subclass__
 
 
 class Tokenizer:
-    """A SentencePiece model with pad=0, unk=1, bos=2, eos=3. Pickles as its model bytes."""
+    """What every tokenizer offers. Subclasses set the special ids and implement the abstract methods.
+
+    `encode` gives a source's ids with whatever special tokens the model reads around them (none for
+    SentencePiece, [CLS] ... [SEP] for BERT, ... </s> for Marian); `encode_target` a target's ids without the
+    final eos, which the collate functions add (as they put `decoder_start_id` before the decoder's input).
+    Equal, hashed and pickled by its bytes.
+    """
+
+    pad_id: int
+    unk_id: int
+    bos_id: int
+    eos_id: int
+    decoder_start_id: int  # the decoder's first input: bos here, eos for BART, pad for Marian
+    kind: str
+
+    @staticmethod
+    def from_bytes(data: bytes) -> Tokenizer:
+        """The tokenizer stored as `data`: a SentencePiece proto, or a JSON document {"kind": ...} of a kind that a
+        subclass registered (data/pretrained_tokenizer.py, which the checkpoint, cache and export readers import)."""
+        data = bytes(data)
+        if not data.startswith(b"{"):
+            return SentencePieceTokenizer(data)
+        kind = json.loads(data).get("kind")
+        if kind not in KINDS:
+            raise DataError(f"unknown stored tokenizer kind {kind!r}: a newer version of the package wrote it")
+        return KINDS[kind](data)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "kind" in cls.__dict__:
+            KINDS[cls.kind] = cls
+
+    @classmethod
+    def load(cls, path: str | Path) -> Tokenizer:
+        return Tokenizer.from_bytes(Path(path).read_bytes())
+
+    def to_bytes(self) -> bytes:
+        raise NotImplementedError
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_bytes(self.to_bytes())
+
+    @property
+    def vocab_size(self) -> int:
+        raise NotImplementedError
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        raise NotImplementedError
+
+    def encode_target(self, texts: list[str]) -> list[list[int]]:
+        return self.encode(texts)
+
+    def decode_ids(self, ids: list[int]) -> str:
+        """The text of content ids (no special ones)."""
+        raise NotImplementedError
+
+    def id_to_piece(self, i: int) -> str:
+        raise NotImplementedError
+
+    def special_ids(self) -> list[int]:
+        raise NotImplementedError
+
+    @property
+    def mask_id(self) -> int | None:
+        return None
+
+    def decode(self, ids: Sequence[int] | Any) -> str:
+        """Text of one sequence: stops at the first eos after the content, drops the special ids."""
+        ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+        special = set(self.special_ids())
+        kept: list[int] = []
+        for i in ids:
+            if i == self.eos_id and kept:
+                break
+            if i not in special:
+                kept.append(i)
+        return self.decode_ids(kept)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Tokenizer) and other.to_bytes() == self.to_bytes()
+
+    def __hash__(self) -> int:
+        return hash(self.to_bytes())
+
+    def __getstate__(self) -> bytes:
+        return self.to_bytes()
+
+    def __setstate__(self, state: bytes) -> None:
+        self.__init__(state)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(vocab_size={self.vocab_size})"
+
+
+class SentencePieceTokenizer(Tokenizer):
+    """A SentencePiece model with pad=0, unk=1, bos=2, eos=3 (the ones train_tokenizer makes)."""
 
     pad_id, unk_id, bos_id, eos_id = PAD_ID, UNK_ID, BOS_ID, EOS_ID
+    decoder_start_id = BOS_ID
+    kind = "sentencepiece"
 
     def __init__(self, model_proto: bytes) -> None:
         self._proto = bytes(model_proto)
@@ -34,19 +137,8 @@ class Tokenizer:
         if ids != (PAD_ID, UNK_ID, BOS_ID, EOS_ID):
             raise DataError(f"tokenizer has special ids (pad, unk, bos, eos)={ids}; expected (0, 1, 2, 3)")
 
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Tokenizer:
-        return cls(data)
-
-    @classmethod
-    def load(cls, path: str | Path) -> Tokenizer:
-        return cls(Path(path).read_bytes())
-
     def to_bytes(self) -> bytes:
         return self._proto
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_bytes(self._proto)
 
     @property
     def vocab_size(self) -> int:
@@ -66,6 +158,9 @@ class Tokenizer:
             if i not in (PAD_ID, BOS_ID, EOS_ID):
                 kept.append(i)
         return self._sp.decode(kept)
+
+    def decode_ids(self, ids: list[int]) -> str:
+        return self._sp.decode(list(ids))
 
     def id_to_piece(self, i: int) -> str:
         return self._sp.id_to_piece(i)
@@ -94,18 +189,6 @@ class Tokenizer:
         pieces = (self._sp.id_to_piece(i) for i in range(self.vocab_size))
         return [not self._special(i) and piece.endswith(SENTENCE_ENDS) for i, piece in enumerate(pieces)]
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Tokenizer) and other._proto == self._proto
-
-    def __hash__(self) -> int:
-        return hash(self._proto)
-
-    def __getstate__(self) -> bytes:
-        return self._proto
-
-    def __setstate__(self, state: bytes) -> None:
-        self.__init__(state)
-
     def __repr__(self) -> str:
         return f"Tokenizer(vocab_size={self.vocab_size})"
 
@@ -118,7 +201,7 @@ def train_tokenizer(
     input_sentence_size: int = 1_000_000,
     setting: str = "tokenizer.vocab_size",
     mask: bool = False,
-) -> Tokenizer:
+) -> SentencePieceTokenizer:
     """Train a SentencePiece model on `sentences` in memory (no temp files, no log output).
 
     `mask`: reserve the piece <mask> (id 4) for pretraining. `setting` names the config key that sets
@@ -162,4 +245,4 @@ def train_tokenizer(
         if "No sentences" in message or "empty" in message.lower():
             raise DataError(f"cannot train the tokenizer: no training text ({message})") from None
         raise DataError(f"SentencePiece training failed: {message}") from None
-    return Tokenizer(model.getvalue())
+    return SentencePieceTokenizer(model.getvalue())

@@ -19,7 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from transformer.data import Tokenizer
+from transformer.data import (
+    Tokenizer,
+    pretrained_tokenizer,  # noqa: F401  (registers the pretrained kinds)
+)
 from transformer.decoding import max_lengths
 from transformer.export.spec import (
     DTYPES,

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from torch.export import Dim
 
 from transformer.attention import AttentionCache
-from transformer.data import Tokenizer
+from transformer.data import SentencePieceTokenizer
 from transformer.decoding import DecodingConfig, greedy_search
 from transformer.errors import UserError
 from transformer.export.runtime import ExportedClassifier, load, read_export
@@ -282,12 +282,12 @@ def write_export(
         "opset": opset if fmt == "onnx" else None,
         "torch_version": torch.__version__,
         "objective": "classification" if classifier else "seq2seq",
-        "pad_id": Tokenizer.pad_id,
-        "unk_id": Tokenizer.unk_id,
-        "bos_id": Tokenizer.bos_id,
-        "eos_id": Tokenizer.eos_id,
+        "pad_id": c.pad_id,
+        "unk_id": SentencePieceTokenizer.unk_id,
+        "bos_id": c.start_id,  # the decoder's first input
+        "eos_id": c.eos_id,
         "max_positions": c.max_positions,
-        "max_source_len": c.max_positions,
+        "max_source_len": c.max_length,
         "model": {key: getattr(c, key) for key in MODEL_KEYS},
         "decoding": {
             "beam_size": d.beam_size,
@@ -344,6 +344,8 @@ def export(cfg: DictConfig) -> list[Path]:
         check_output_dir(Path(config.output_dir).resolve())
     path, artifacts, module = open_fine_tuned(config.ckpt)
     out = Path(config.output_dir) if config.output_dir else run_directory(path) / f"export_{config.format}"
+    if config.format == HF_FORMAT:
+        return export_pretrained(module.model, artifacts, out, config.check)
     metadata = {
         "checkpoint": str(path.resolve()),
         "task": artifacts.task,
@@ -358,6 +360,53 @@ def export(cfg: DictConfig) -> list[Path]:
     return [out / name for name in names]
 
 
+HF_FORMAT = "hf"
+
+
+def export_pretrained(model: nn.Module, artifacts, out: Path, check: bool) -> list[Path]:
+    """format=hf: a save_pretrained folder (transformer/hf/), checked (check=true) by loading it with transformers
+    and comparing its logits with ours on a sample."""
+    from transformer.hf.pretrained import write_pretrained
+
+    model = model.float().eval()
+    state = {k: v for k, v in model.state_dict().items()}
+    with replacing(out, verify=lambda folder: None) as folder:  # check_pretrained verifies (check=true)
+        family = write_pretrained(
+            folder, model.config, state, artifacts.objective, artifacts.src_tokenizer, artifacts.tgt_tokenizer,
+            artifacts.label_names,
+        )  # fmt: skip
+        error = check_pretrained(model, folder, family.objective) if check else None
+    measured = "not checked (check=false)" if error is None else f"transformers' logits within {error:.1e} of ours"
+    print(f"wrote {out} ({family.architecture}); {measured}", file=sys.stderr)
+    return sorted(out.iterdir())
+
+
+@torch.no_grad()
+def check_pretrained(model: nn.Module, folder: Path, objective: str) -> float:
+    """Load `folder` with transformers' Auto classes and compare its logits with the model's on check_sample."""
+    if importlib.util.find_spec("transformers") is None:
+        raise UserError("format=hf check=true loads the export with transformers: install it, or pass check=false")
+    import transformers
+
+    c = model.config
+    src = torch.from_numpy(check_sample(c.vocab_size, c.max_length, c.pad_id))
+    mask = src.ne(c.pad_id).long()
+    if objective == "classification":
+        theirs = transformers.AutoModelForSequenceClassification.from_pretrained(folder).eval()
+        expected, got = theirs(input_ids=src, attention_mask=mask).logits, model(src)
+    else:
+        theirs = transformers.AutoModelForSeq2SeqLM.from_pretrained(folder).eval()
+        tgt_in = torch.cat([torch.full_like(src[:, :1], c.start_id), src[:, :-1].clamp_min(0)], dim=1)
+        tgt_in = tgt_in.masked_fill(src.eq(c.pad_id), c.pad_id)  # right-padded like a batch of targets
+        keep = src.ne(c.pad_id)
+        expected = theirs(input_ids=src, attention_mask=mask, decoder_input_ids=tgt_in).logits[keep]
+        got = model(src, tgt_in)[keep]
+    error = float((expected - got).abs().max())
+    if not error <= CHECK_ATOL:
+        raise ExportMismatch(f"{folder}: transformers' logits differ from ours by {error:.2e} > {CHECK_ATOL}")
+    return error
+
+
 def describe_check(measured: dict[str, Any] | None) -> str:
     """One line for what check() measured (export.json's `check`)."""
     if measured is None:
@@ -370,10 +419,15 @@ def describe_check(measured: dict[str, Any] | None) -> str:
 
 def check_settings(fmt: str, opset: int) -> None:
     """A known format, an opset the exporter writes, and for ONNX the packages of the `export` extra."""
+    if fmt == HF_FORMAT:
+        missing = [name for name in ("safetensors", "tokenizers") if importlib.util.find_spec(name) is None]
+        if missing:
+            raise UserError(f"format=hf needs {', '.join(missing)}: pip install 'transformer[hf]'")
+        return
     if fmt not in FORMATS:
         raise UserError(
             f"format={fmt!r} is not one of {', '.join(FORMATS)}: pass format=onnx (ONNX Runtime) or "
-            f"format=torch_export (.pt2 files for torch.export.load)"
+            f"format=torch_export (.pt2 files for torch.export.load), or format={HF_FORMAT} (a folder for transformers)"
         )
     if fmt != "onnx":
         return
@@ -392,7 +446,7 @@ AT_FDCWD = -100  # renameat2's "relative to the working directory"
 
 
 @contextlib.contextmanager
-def replacing(out_dir: str | Path) -> Iterator[Path]:
+def replacing(out_dir: str | Path, verify=read_export) -> Iterator[Path]:
     """A new, empty temporary folder beside out_dir (`.<name>.tmp-<pid>`) to write an export into. When the block
     ends, the folder is verified (read_export: the digest, schema and hashes a runtime will check), flushed to disk
     and put in out_dir's place in one step, so out_dir always holds the old complete export or the new one. On an
@@ -412,7 +466,7 @@ def replacing(out_dir: str | Path) -> Iterator[Path]:
     try:
         yield staging
         try:
-            read_export(staging)  # what a runtime will verify; the writer's own bug if it fails
+            verify(staging)  # what a runtime will verify; the writer's own bug if it fails
         except ExportError as error:
             raise ExportMismatch(f"the new export does not verify: {error}") from error
         sync(staging)
@@ -431,7 +485,8 @@ def check_output_dir(out: Path) -> None:
     if not existing.is_dir():
         where = "is a file" if existing == out else f"is inside {existing}, which is a file"
         raise ExportError(f"output_dir {out} {where}: pass a folder (a new one, or an earlier export to replace)")
-    if existing == out and any(out.iterdir()) and not (out / METADATA).is_file():
+    earlier = (out / METADATA).is_file() or (out / "config.json").is_file() and (out / "model.safetensors").is_file()
+    if existing == out and any(out.iterdir()) and not earlier:
         raise ExportError(
             f"output_dir {out} is not an export (it holds other files and no {METADATA}), and an export replaces its "
             f"folder as a whole: pass a new or empty folder, or an earlier export"
@@ -515,7 +570,7 @@ class ExportMismatch(RuntimeError):
     """The exported graphs disagree with the PyTorch model (an exporter bug, not a user error)."""
 
 
-def check_sample(vocab_size: int, max_len: int, pad_id: int = Tokenizer.pad_id) -> np.ndarray:
+def check_sample(vocab_size: int, max_len: int, pad_id: int = SentencePieceTokenizer.pad_id) -> np.ndarray:
     """Four right-padded rows of random non-special ids (4, S) of different lengths, for export checks."""
     rng = np.random.default_rng(0)
     lengths = [min(n, max_len) for n in (12, 7, 3, 1)]
@@ -531,7 +586,7 @@ def check(model: nn.Module, folder: str | Path, src: np.ndarray | None = None) -
     ExportMismatch."""
     runtime = load(folder)
     c = model.config
-    src = check_sample(c.vocab_size, runtime.meta["max_source_len"]) if src is None else src
+    src = check_sample(c.vocab_size, runtime.meta["max_source_len"], c.pad_id) if src is None else src
     if isinstance(runtime, ExportedClassifier):
         with torch.inference_mode():
             expected = model(torch.from_numpy(src)).float().softmax(-1).numpy()

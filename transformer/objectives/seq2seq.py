@@ -44,7 +44,7 @@ class Seq2SeqModule(TransformerModule):
     def generate(self, src: torch.Tensor, beam_size: int | None = None) -> list[str]:
         """Detokenized best output for each row of source ids (B, S), by self.decoding (beam_size: another beam)."""
         config = replace(self.decoding, beam_size=beam_size or self.decoding.beam_size, nbest=1)
-        outputs = generate(self.model, src, self.tokenizer.bos_id, self.tokenizer.eos_id, config)
+        outputs = generate(self.model, src, self.model.config.start_id, self.model.config.eos_id, config)
         return [self.tokenizer.decode(best[0][1]) for best in outputs]
 
     def evaluate_batch(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:

@@ -1,4 +1,6 @@
 """`init_from=<checkpoint or run dir>`: start a run from another run's weights (fine-tuning), with a load report.
+`init_from=hf:<folder or hub id>` starts from a pretrained Hugging Face model instead (transformer/hf/): its
+architecture, its tokenizer and its tensors renamed to ours, with the same report.
 
 Every tensor of the new model whose name and shape match one in the checkpoint is copied: an encoder-decoder's
 encoder into a classifier, a classifier's encoder into an encoder-decoder, a whole model into the same kind. The
@@ -24,6 +26,8 @@ from torch import nn
 from transformer.checkpoint import Artifacts, load_checkpoint, resolve_checkpoint
 from transformer.data import Tokenizer
 from transformer.errors import ConfigError
+from transformer.hf.families import FAMILIES
+from transformer.hf.pretrained import Pretrained
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +88,29 @@ def check_same_tokenizers(path: Path, artifacts: Artifacts, src: Tokenizer, tgt:
         )
 
 
-@torch.no_grad()
+def check_pretrained_fits(pretrained: Pretrained, config) -> None:
+    """A pretrained family serves one objective: BERT and RoBERTa classify, BART and Marian generate."""
+    if pretrained.family.objective != config.task.objective:
+        serving = [name for name, f in FAMILIES.items() if f.objective == config.task.objective]
+        raise ConfigError(
+            f"init_from={config.init_from} is a {pretrained.family.model_type} model, which serves "
+            f"{pretrained.family.objective}, but task={config.task.name} is {config.task.objective}: start it from "
+            f"one of {', '.join(serving) or 'none'}"
+        )
+
+
 def initialize(model: nn.Module, checkpoint: dict[str, Any], source: str) -> InitReport:
     """Copy the checkpoint's matching tensors into `model` (names relative to the LightningModule's `model.`)."""
     weights = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    return load_weights(model, weights, source)
+
+
+@torch.no_grad()
+def load_weights(
+    model: nn.Module, weights: dict[str, torch.Tensor], source: str, unused: list[str] | None = None
+) -> InitReport:
+    """Copy the tensors of `weights` (by our names) that match the model's; `unused`: the source's tensors that
+    were not renamed to ours (a pretrained folder's), reported as unused."""
     state = model.state_dict()
     report = InitReport(source)
     for name, tensor in state.items():
@@ -98,7 +121,7 @@ def initialize(model: nn.Module, checkpoint: dict[str, Any], source: str) -> Ini
         else:
             tensor.copy_(weights[name])
             report.loaded.append(name)
-    report.unused = [name for name in weights if name not in state]
+    report.unused = [name for name in weights if name not in state] + list(unused or [])
     if not report.loaded:
         raise ConfigError(
             f"init_from={source} shares no tensor with this model (names and shapes differ): start from a "

@@ -35,6 +35,7 @@ from transformer.data import prepare_from_config
 from transformer.errors import ConfigError
 from transformer.flops import default_peak_flops
 from transformer.hardware import check_accelerator, resolve_precision
+from transformer.hf.pretrained import is_pretrained, merged_config, read_pretrained
 from transformer.model import compile_blocks
 from transformer.objectives import build_module
 from transformer.schema import TrainConfig, typed
@@ -43,7 +44,14 @@ from transformer.training.callbacks import RandomState, TokenThroughput, Validat
 from transformer.training.datamodule import TextDataModule
 from transformer.training.fsdp import NAME as FSDP_NAME
 from transformer.training.fsdp import FSDPStrategy, GatherForEvaluation
-from transformer.training.init import check_same_tokenizers, initialize, keeps_checkpoint_tokenizer, open_init
+from transformer.training.init import (
+    check_pretrained_fits,
+    check_same_tokenizers,
+    initialize,
+    keeps_checkpoint_tokenizer,
+    load_weights,
+    open_init,
+)
 from transformer.training.preemption import Preempted, PreemptionCheckpoint
 from transformer.training.rundir import auto_resume, check_relaunch, run_directory
 from transformer.training.tensorboard import log_hparams
@@ -61,8 +69,21 @@ def build_model_config(config: TrainConfig, prepared) -> ModelConfig:
         target_vocab_size=None if shared else tgt.vocab_size,
         share_embeddings=config.model.share_embeddings and shared,
         pad_id=src.pad_id,
+        bos_id=tgt.bos_id,
+        eos_id=tgt.eos_id,
+        decoder_start_id=None if tgt.decoder_start_id == tgt.bos_id else tgt.decoder_start_id,
         num_classes=max(2, len(prepared.label_names or [])),
     )
+
+
+def fit_lengths(config: TrainConfig, positions: int) -> TrainConfig:
+    """The dataset's length limits within a pretrained model's positions (BERT's 512): longer texts are cut."""
+    d = config.dataset
+    limits = {"max_source_len": min(d.max_source_len, positions), "max_target_len": min(d.max_target_len, positions)}
+    if limits == {"max_source_len": d.max_source_len, "max_target_len": d.max_target_len}:
+        return config
+    log.info("the pretrained model reads %d positions: dataset lengths limited to %s", positions, limits)
+    return replace(config, dataset=replace(d, **limits))
 
 
 def relaunch_callbacks(config: TrainConfig) -> list[pl.Callback]:
@@ -192,17 +213,25 @@ def _train(
     """train() inside its owned run directory: data, model, the relaunch's checks, Trainer, fit and scores."""
     resume_from = resume_checkpoint(config)
     pl.seed_everything(config.seed, workers=True)
-    init = open_init(config.init_from) if config.init_from else None
+    pretrained = read_pretrained(config.init_from) if is_pretrained(config.init_from) else None
+    init = open_init(config.init_from) if config.init_from and pretrained is None else None
     init_artifacts = Artifacts.of(init[1], init[0]) if init is not None else None
     keep = init_artifacts is not None and keeps_checkpoint_tokenizer(config.init_tokenizer, init_artifacts)
-    prepared = prepare_from_config(
-        config, (init_artifacts.src_tokenizer, init_artifacts.tgt_tokenizer) if keep else None
-    )
+    tokenizers = (init_artifacts.src_tokenizer, init_artifacts.tgt_tokenizer) if keep else None
+    if pretrained is not None:
+        check_pretrained_fits(pretrained, config)
+        tokenizers = (pretrained.src_tokenizer, pretrained.tgt_tokenizer)
+        config = fit_lengths(config, pretrained.model.max_length)
+    prepared = prepare_from_config(config, tokenizers)
     if init_artifacts is not None and not keep:
         check_same_tokenizers(init[0], init_artifacts, prepared.src_tokenizer, prepared.tgt_tokenizer)
     model_config = build_model_config(config, prepared)
+    if pretrained is not None:
+        model_config = merged_config(pretrained, config.model, model_config.num_classes)
+    stored = OmegaConf.to_container(cfg, resolve=True)
+    stored["dataset"].update(max_source_len=config.dataset.max_source_len, max_target_len=config.dataset.max_target_len)
     artifacts = Artifacts.new(
-        OmegaConf.to_container(cfg, resolve=True),
+        stored,
         model_config,
         prepared.src_tokenizer,
         prepared.tgt_tokenizer,
@@ -212,6 +241,10 @@ def _train(
     if init is not None:
         log.info("%s", initialize(module.model, init[1], str(init[0])).summary())
         del init  # the checkpoint's tensors are copied
+    if pretrained is not None:
+        weights, unused = pretrained.weights(model_config)
+        log.info("%s", load_weights(module.model, weights, config.init_from, unused).summary())
+        del pretrained, weights
     if resume_from is not None:
         check_relaunch(resume_from, config, artifacts, module)
     if config.compile:
