@@ -16,6 +16,7 @@ from torch.utils.checkpoint import checkpoint
 from transformer.attention import AttentionCache, MultiHeadAttention
 from transformer.config import ModelConfig
 from transformer.dropout import Dropout
+from transformer.loss import linear_cross_entropy
 
 
 def sinusoidal_table(length: int, d_model: int) -> Tensor:
@@ -363,10 +364,14 @@ class EncoderDecoder(nn.Module):
         memory, pad_mask = self.encoder(src)
         return memory, pad_mask
 
+    @property
+    def output_weight(self) -> Tensor:
+        """(V, D): the target embedding when tied, else the output projection's."""
+        return self.decoder.embed.tokens.weight if self.output is None else self.output.weight
+
     def project(self, h: Tensor) -> Tensor:
         """Decoder states (..., D) -> logits (..., V)."""
-        weight = self.decoder.embed.tokens.weight if self.output is None else self.output.weight
-        return F.linear(h, weight)
+        return F.linear(h, self.output_weight)
 
     def decode(
         self, tgt_in: Tensor, memory: Tensor, memory_pad_mask: Tensor, caches=None, src: Tensor | None = None
@@ -399,9 +404,12 @@ class EncoderDecoder(nn.Module):
         reduction: str = "mean",
     ) -> Tensor:
         """Teacher-forced label-smoothed cross-entropy over the tokens of tgt_out (B, T) that are not ignore_index,
-        averaged (or summed): F.cross_entropy(self(src, tgt_in), ...), computed sparsely when the model copies."""
+        averaged (or summed): F.cross_entropy(self(src, tgt_in), ...), computed sparsely when the model copies and
+        by chunks, without the (B, T, V) logits, with config.fused_loss (loss.py)."""
         memory, pad_mask = self.encode(src)
         h = self.decoder(tgt_in, memory, pad_mask)
+        if self.copy is None and self.config.fused_loss:
+            return linear_cross_entropy(h, self.output_weight, tgt_out, smoothing, ignore_index, reduction)
         logits = self.project(h)
         if self.copy is not None:
             return self.copy.loss(h, logits, memory, pad_mask, src, tgt_out, smoothing, ignore_index, reduction)

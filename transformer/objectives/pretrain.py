@@ -77,6 +77,12 @@ class PretrainModule(TransformerModule):
         return loss, logits.argmax(-1), target
 
     def step_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, int, int]:
+        if self.objective == "denoising":  # no predictions needed: the model's loss (fused, without the logits)
+            tgt_out = batch["tgt_out"]
+            loss = self.model.loss(
+                batch["src"], batch["tgt_in"], tgt_out, self.optim.label_smoothing, self.pad_id, "sum"
+            )
+            return loss, tgt_out.ne(self.pad_id).sum(), batch["src"].size(0)
         loss, _, target = self._loss(batch, self.optim.label_smoothing, "sum")
         return loss, target.numel(), batch["src"].size(0)  # summed: divided by the step's tokens
 
