@@ -426,11 +426,28 @@ class EncoderDecoder(nn.Module):
         return [(AttentionCache(), AttentionCache()) for _ in self.decoder.layers]
 
 
-def compile_blocks(model: nn.Module) -> nn.Module:
-    """torch.compile each encoder and decoder block in place. nn.Module.compile keeps the state_dict keys, so
-    checkpoints stay interchangeable with uncompiled runs; blocks (not the whole model) also suit activation
-    checkpointing and per-block sharding. Returns the model."""
+def compile_blocks(model: nn.Module, mode: str | None = None) -> nn.Module:
+    """torch.compile each encoder and decoder block in place, for training: a block runs its compiled forward
+    in train mode with gradients on, and its eager one otherwise (validation, incremental decoding with a KV cache
+    that grows by one position a step, attention recording), so evaluation never builds graphs and training's
+    graphs are never invalidated by it. With the training batches' lengths bucketed (batching.bucket_lengths),
+    dynamo compiles a block once for the first shape and once more with symbolic sizes for the rest.
+
+    The block's parameters and names are untouched, so checkpoints stay interchangeable with uncompiled runs;
+    blocks (not the whole model) also suit activation checkpointing and per-block sharding. `mode`: torch.compile's
+    (e.g. "reduce-overhead": CUDA graphs). Returns the model."""
     for module in model.modules():
         if isinstance(module, EncoderBlock | DecoderBlock):
-            module.compile()
+            module.forward = _training_compiled(module, torch.compile(module.forward, mode=mode))
     return model
+
+
+def _training_compiled(block: nn.Module, compiled):
+    eager = block.forward
+
+    def forward(*args, **kwargs):
+        if block.training and torch.is_grad_enabled() and kwargs.get("cache") is None and len(args) < 4:
+            return compiled(*args, **kwargs)
+        return eager(*args, **kwargs)
+
+    return forward

@@ -160,7 +160,7 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
     max_nonfinite_steps: int = 10  # a NaN/inf loss or gradient norm skips its step; this many in a row stop the run
-    compile: bool = False  # torch.compile each encoder/decoder block (benchmarks/README.md: when it pays)
+    compile: bool = False  # torch.compile each block for training, batches in length buckets (benchmarks/README.md)
     init_from: str | None = None  # start from this checkpoint's (or run directory's) matching weights
     init_tokenizer: str = "auto"  # auto | checkpoint | run: whose tokenizer encodes the data (training/init.py)
     # Hydra overrides of a pretraining run (task=pretrain ...) that trains first, in <run dir>/pretrain, and whose
