@@ -129,6 +129,9 @@ class HardwareConfig:
 
     peak_flops: float | None = None  # per device, for MFU; null: the bf16 peak of a known GPU (H100, A100, ...)
     fsdp: FSDPConfig = field(default_factory=FSDPConfig)  # read with trainer.strategy=fsdp (hardware=fsdp)
+    # GPU only: compile each block with CUDA graphs (torch.compile mode="reduce-overhead"), one recording per
+    # bucketed training shape; implies compile=true
+    cuda_graphs: bool = False
 
 
 @dataclass
@@ -174,6 +177,11 @@ class TrainConfig:
             if isinstance(node, dict) and "monitor" in node:
                 check_monitor(f"callbacks.{name}.monitor", node["monitor"], self.task)
         check_trainer_args(self.trainer)
+        if self.hardware.cuda_graphs and self.trainer.get("accelerator") not in ("gpu", "cuda"):
+            raise ConfigError(
+                f"hardware.cuda_graphs=true needs a GPU, but trainer.accelerator={self.trainer.get('accelerator')}: "
+                f"use hardware=gpu, or drop hardware.cuda_graphs"
+            )
         if self.resume not in (None, "auto", "never"):
             raise ConfigError(f"resume={self.resume!r} is not one of auto, never (or null: auto with a run_name)")
         if self.run_name is not None and (not self.run_name or "/" in self.run_name):

@@ -189,7 +189,8 @@ class BatchingConfig:
     eval_max_tokens: int | None = 8192
     num_workers: int = 0
     # training batches padded to a few lengths (data/batching.py bucket_length), so that a compiled model builds
-    # one graph per bucket; null: on with compile=true, off otherwise (eager pays for every padded token)
+    # one graph per bucket; null: on with compile=true or hardware.cuda_graphs, off otherwise (eager pays for every
+    # padded token)
     bucket_lengths: bool | None = None
 
     def __post_init__(self) -> None:

@@ -207,9 +207,10 @@ def _train(
         del init  # the checkpoint's tensors are copied
     if resume_from is not None:
         check_relaunch(resume_from, config, artifacts, module)
-    if config.compile:
-        compile_blocks(module.model)
-    buckets = config.compile if config.batching.bucket_lengths is None else config.batching.bucket_lengths
+    compiled = config.compile or config.hardware.cuda_graphs
+    if compiled:
+        compile_blocks(module.model, mode="reduce-overhead" if config.hardware.cuda_graphs else None)
+    buckets = compiled if config.batching.bucket_lengths is None else config.batching.bucket_lengths
     datamodule = TextDataModule(
         prepared, config.task.objective, config.batching, config.seed, buckets, model_config.max_positions
     )
