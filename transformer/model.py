@@ -7,6 +7,7 @@ Shapes: B batch, S source length, T target length, D d_model, V vocabulary (see 
 from __future__ import annotations
 
 import math
+import types
 
 import torch
 import torch.nn.functional as F
@@ -431,23 +432,19 @@ def compile_blocks(model: nn.Module, mode: str | None = None) -> nn.Module:
     in train mode with gradients on, and its eager one otherwise (validation, incremental decoding with a KV cache
     that grows by one position a step, attention recording), so evaluation never builds graphs and training's
     graphs are never invalidated by it. With the training batches' lengths bucketed (batching.bucket_lengths),
-    dynamo compiles a block once for the first shape and once more with symbolic sizes for the rest.
+    dynamo compiles a block for the first shape and once or twice more with symbolic sizes for the rest.
 
     The block's parameters and names are untouched, so checkpoints stay interchangeable with uncompiled runs;
     blocks (not the whole model) also suit activation checkpointing and per-block sharding. `mode`: torch.compile's
     (e.g. "reduce-overhead": CUDA graphs). Returns the model."""
     for module in model.modules():
         if isinstance(module, EncoderBlock | DecoderBlock):
-            module.forward = _training_compiled(module, torch.compile(module.forward, mode=mode))
+            module.compiled_forward = torch.compile(type(module).forward, mode=mode)  # takes the block as self
+            module.forward = types.MethodType(_forward_compiled_in_training, module)  # a copy binds to the copy
     return model
 
 
-def _training_compiled(block: nn.Module, compiled):
-    eager = block.forward
-
-    def forward(*args, **kwargs):
-        if block.training and torch.is_grad_enabled() and kwargs.get("cache") is None and len(args) < 4:
-            return compiled(*args, **kwargs)
-        return eager(*args, **kwargs)
-
-    return forward
+def _forward_compiled_in_training(block: nn.Module, *args, **kwargs) -> Tensor:
+    if block.training and torch.is_grad_enabled() and kwargs.get("cache") is None and len(args) < 4:
+        return block.compiled_forward(block, *args, **kwargs)
+    return type(block).forward(block, *args, **kwargs)
