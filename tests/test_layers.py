@@ -23,6 +23,7 @@ LAYERS = [
         [
             "__init__.py",
             "model.py",
+            "loss.py",
             "attention.py",
             "decoding.py",
             "ensemble.py",

@@ -49,6 +49,7 @@ class ModelConfig:
     backend: str = "auto"  # auto | sdpa | explicit; auto: fused SDPA on GPUs, the explicit path on CPU (faster there)
     copy_attention: bool = False  # pointer-generator (See et al., 2017): seq2seq mixes in copying source tokens
     activation_checkpointing: bool = False  # training recomputes each block's activations in the backward pass
+    fused_loss: bool = True  # seq2seq: projection + cross-entropy by chunks, without the (N, V) logits (loss.py)
     pretrain_objective: str = "mlm"  # task=pretrain only: mlm (an encoder, BERT) | denoising (encoder-decoder, BART)
     # special ids, filled in from the tokenizer (build_model_config); these defaults are SentencePiece's here
     bos_id: int = 2

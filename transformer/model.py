@@ -7,6 +7,7 @@ Shapes: B batch, S source length, T target length, D d_model, V vocabulary (see 
 from __future__ import annotations
 
 import math
+import types
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,7 @@ from torch.utils.checkpoint import checkpoint
 from transformer.attention import AttentionCache, MultiHeadAttention
 from transformer.config import ModelConfig
 from transformer.dropout import Dropout
+from transformer.loss import linear_cross_entropy
 
 
 def sinusoidal_table(length: int, d_model: int) -> Tensor:
@@ -396,10 +398,14 @@ class EncoderDecoder(nn.Module):
         memory, pad_mask = self.encoder(src)
         return memory, pad_mask
 
+    @property
+    def output_weight(self) -> Tensor:
+        """(V, D): the target embedding when tied, else the output projection's."""
+        return self.decoder.embed.tokens.weight if self.output is None else self.output.weight
+
     def project(self, h: Tensor) -> Tensor:
         """Decoder states (..., D) -> logits (..., V)."""
-        weight = self.decoder.embed.tokens.weight if self.output is None else self.output.weight
-        return F.linear(h, weight, getattr(self, "output_bias", None))
+        return F.linear(h, self.output_weight, getattr(self, "output_bias", None))
 
     def decode(
         self, tgt_in: Tensor, memory: Tensor, memory_pad_mask: Tensor, caches=None, src: Tensor | None = None
@@ -432,9 +438,13 @@ class EncoderDecoder(nn.Module):
         reduction: str = "mean",
     ) -> Tensor:
         """Teacher-forced label-smoothed cross-entropy over the tokens of tgt_out (B, T) that are not ignore_index,
-        averaged (or summed): F.cross_entropy(self(src, tgt_in), ...), computed sparsely when the model copies."""
+        averaged (or summed): F.cross_entropy(self(src, tgt_in), ...), computed sparsely when the model copies and
+        by chunks, without the (B, T, V) logits, with config.fused_loss (loss.py)."""
         memory, pad_mask = self.encode(src)
         h = self.decoder(tgt_in, memory, pad_mask)
+        if self.copy is None and self.config.fused_loss:
+            bias = getattr(self, "output_bias", None)
+            return linear_cross_entropy(h, self.output_weight, tgt_out, smoothing, ignore_index, reduction, bias)
         logits = self.project(h)
         if self.copy is not None:
             return self.copy.loss(h, logits, memory, pad_mask, src, tgt_out, smoothing, ignore_index, reduction)
@@ -451,11 +461,24 @@ class EncoderDecoder(nn.Module):
         return [(AttentionCache(), AttentionCache()) for _ in self.decoder.layers]
 
 
-def compile_blocks(model: nn.Module) -> nn.Module:
-    """torch.compile each encoder and decoder block in place. nn.Module.compile keeps the state_dict keys, so
-    checkpoints stay interchangeable with uncompiled runs; blocks (not the whole model) also suit activation
-    checkpointing and per-block sharding. Returns the model."""
+def compile_blocks(model: nn.Module, mode: str | None = None) -> nn.Module:
+    """torch.compile each encoder and decoder block in place, for training: a block runs its compiled forward
+    in train mode with gradients on, and its eager one otherwise (validation, incremental decoding with a KV cache
+    that grows by one position a step, attention recording), so evaluation never builds graphs and training's
+    graphs are never invalidated by it. With the training batches' lengths bucketed (batching.bucket_lengths),
+    dynamo compiles a block for the first shape and once or twice more with symbolic sizes for the rest.
+
+    The block's parameters and names are untouched, so checkpoints stay interchangeable with uncompiled runs;
+    blocks (not the whole model) also suit activation checkpointing and per-block sharding. `mode`: torch.compile's
+    (e.g. "reduce-overhead": CUDA graphs). Returns the model."""
     for module in model.modules():
         if isinstance(module, EncoderBlock | DecoderBlock):
-            module.compile()
+            module.compiled_forward = torch.compile(type(module).forward, mode=mode)  # takes the block as self
+            module.forward = types.MethodType(_forward_compiled_in_training, module)  # a copy binds to the copy
     return model
+
+
+def _forward_compiled_in_training(block: nn.Module, *args, **kwargs) -> Tensor:
+    if block.training and torch.is_grad_enabled() and kwargs.get("cache") is None and len(args) < 4:
+        return block.compiled_forward(block, *args, **kwargs)
+    return type(block).forward(block, *args, **kwargs)

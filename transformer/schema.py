@@ -133,6 +133,9 @@ class HardwareConfig:
     # casting fp32 weights at every call; where the precision is bf16. hardware=gpu: true. Not with hardware=fsdp
     # (its hardware.fsdp.bf16_params does the same per shard)
     bf16_weights: bool = False
+    # GPU only: compile each block with CUDA graphs (torch.compile mode="reduce-overhead"), one recording per
+    # bucketed training shape; implies compile=true
+    cuda_graphs: bool = False
 
 
 @dataclass
@@ -164,7 +167,7 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
     max_nonfinite_steps: int = 10  # a NaN/inf loss or gradient norm skips its step; this many in a row stop the run
-    compile: bool = False  # torch.compile each encoder/decoder block (benchmarks/README.md: when it pays)
+    compile: bool = False  # torch.compile each block for training, batches in length buckets (benchmarks/README.md)
     init_from: str | None = None  # start from this checkpoint's (or run directory's) matching weights
     init_tokenizer: str = "auto"  # auto | checkpoint | run: whose tokenizer encodes the data (training/init.py)
     # Hydra overrides of a pretraining run (task=pretrain ...) that trains first, in <run dir>/pretrain, and whose
@@ -178,6 +181,11 @@ class TrainConfig:
             if isinstance(node, dict) and "monitor" in node:
                 check_monitor(f"callbacks.{name}.monitor", node["monitor"], self.task)
         check_trainer_args(self.trainer)
+        if self.hardware.cuda_graphs and self.trainer.get("accelerator") not in ("gpu", "cuda"):
+            raise ConfigError(
+                f"hardware.cuda_graphs=true needs a GPU, but trainer.accelerator={self.trainer.get('accelerator')}: "
+                f"use hardware=gpu, or drop hardware.cuda_graphs"
+            )
         if self.resume not in (None, "auto", "never"):
             raise ConfigError(f"resume={self.resume!r} is not one of auto, never (or null: auto with a run_name)")
         if self.run_name is not None and (not self.run_name or "/" in self.run_name):

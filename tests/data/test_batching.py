@@ -131,6 +131,41 @@ def test_collate_classification():
     assert batch["src"].tolist() == [[4, 5, 0], [6, 7, 8]] and batch["label"].tolist() == [1, 0]
 
 
+def test_bucket_lengths_are_few_and_pad_little():
+    from transformer.data.batching import Collate, bucket_length, bucket_lengths
+
+    assert [bucket_length(n) for n in (1, 8, 9, 64, 65, 129, 300, 1000, 1025)] == [
+        8,
+        8,
+        16,
+        64,
+        80,
+        160,
+        320,
+        1024,
+        1152,
+    ]
+    assert bucket_length(100, limit=100) == 100 and bucket_length(120, limit=100) == 120  # never past the model
+    buckets = {bucket_length(n) for n in range(1, 1025)}
+    assert len(buckets) == 8 + 4 + 4 + 4 + 4
+    assert all(bucket_length(n) - n <= max(7, n // 4) for n in range(1, 2000))  # under a quarter past 64
+    np.testing.assert_array_equal(bucket_lengths(np.array([3, 17, 70])), [8, 24, 80])
+    examples = [{"src_ids": [5] * 9, "tgt_ids": [8] * 3, "index": 0, "target": "x"}]
+    batch = Collate("seq2seq", 0, 2, 3, buckets=True)(examples)
+    assert batch["src"].shape == (1, 16) and batch["tgt_in"].shape == batch["tgt_out"].shape == (1, 8)
+    assert batch["tgt_out"][0, :4].tolist() == [8, 8, 8, 3] and batch["src"][0, 9:].eq(0).all()
+    batch = Collate("classification", 0, 2, 3, buckets=True)([{"src_ids": [4] * 3, "label": 1, "index": 0}])
+    assert batch["src"].shape == (1, 8)
+
+
+def test_bucketed_batches_stay_within_the_token_budget():
+    from transformer.data.batching import bucket_lengths
+
+    sampler = TokenBudgetBatchSampler(bucket_lengths(LENGTHS), max_tokens=256)
+    for batch in epoch(sampler):
+        assert len(batch) * max(bucket_lengths(LENGTHS[batch])) <= 256
+
+
 def test_padding_efficiency():
     assert padding_efficiency([2, 4]) == 0.75
     assert padding_efficiency(torch.tensor([[5, 6, 0, 0], [5, 6, 7, 8]])) == 0.75

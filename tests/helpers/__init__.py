@@ -39,3 +39,12 @@ def run_script(
         input=stdin,
         env=env if warnings else {**env, "PYTHONWARNINGS": "ignore"},
     )
+
+
+def run_if(min_cuda_gpus: int = 0):
+    """A skip marker for tests that need hardware this machine may lack (Lightning's RunIf, reduced to GPUs)."""
+    import pytest
+    import torch
+
+    found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return pytest.mark.skipif(found < min_cuda_gpus, reason=f"needs {min_cuda_gpus} CUDA GPU(s), found {found}")

@@ -126,55 +126,85 @@ def _cut(sorted_lengths: np.ndarray, max_tokens: int | None, batch_size: int | N
     return sizes
 
 
-def pad_sequences(sequences: Sequence[Sequence[int]], pad_id: int) -> Tensor:
-    """Right-padded (B, L) LongTensor, L = the longest sequence (at least 1)."""
-    out = torch.full((len(sequences), max(1, max(len(s) for s in sequences))), pad_id, dtype=torch.long)
+# (up to this length, pad to a multiple of this): 24 lengths up to 1,024; past 64 tokens under a quarter is padding
+BUCKETS = ((64, 8), (128, 16), (256, 32), (512, 64), (1024, 128))
+
+
+def bucket_length(length: int, limit: int | None = None) -> int:
+    """The padded length of a batch whose longest sequence has `length` tokens, when lengths snap to buckets: the
+    next multiple of 8 up to 64, of 16 up to 128, of 32 up to 256, of 64 up to 512, then of 128 (past 64 tokens
+    under a quarter of padding), never beyond `limit` (the model's positions) unless `length` is. A compiled model
+    then meets a handful of shapes instead of one per length."""
+    step = next((step for up_to, step in BUCKETS if length <= up_to), BUCKETS[-1][1])
+    padded = max(step, -(-length // step) * step)
+    return padded if limit is None else max(length, min(padded, limit))
+
+
+def bucket_lengths(lengths: np.ndarray, limit: int | None = None) -> np.ndarray:
+    """bucket_length of each of `lengths` (the token budget's view of bucketed batches)."""
+    table = {n: bucket_length(n, limit) for n in np.unique(lengths).tolist()}
+    return np.vectorize(table.__getitem__, otypes=[np.int64])(lengths) if len(lengths) else lengths
+
+
+def pad_sequences(sequences: Sequence[Sequence[int]], pad_id: int, length: int | None = None) -> Tensor:
+    """Right-padded (B, L) LongTensor, L = the longest sequence (at least 1), or `length` when given."""
+    longest = max(1, max(len(s) for s in sequences))
+    out = torch.full((len(sequences), max(longest, length or 0)), pad_id, dtype=torch.long)
     for i, seq in enumerate(sequences):
         out[i, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
     return out
 
 
-def token_counts(src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]] | None = None) -> dict[str, int]:
-    """The batch's sizes as host ints, counted from the examples before padding, so that the training step never
-    reads them back from the device: `real` tokens and `padded` tokens of src (and tgt_out, one longer than each
-    target: its eos) and, with targets, `target`: the tgt_out tokens the loss sums over."""
-    padded = len(src) * max(1, max(len(s) for s in src))
+def token_counts(
+    src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]] | None = None, S: int | None = None, T: int | None = None
+) -> dict[str, int]:
+    """The batch's sizes as host ints, counted from the examples, so that the training step never reads them back
+    from the device: `real` tokens and `padded` tokens of src (padded to S, else the longest) and tgt_out (one
+    longer than each target: its eos; padded to T) and, with targets, `target`: the tgt_out tokens the loss sums
+    over."""
+    padded = len(src) * (S or max(1, max(len(s) for s in src)))
     real = sum(len(s) for s in src)
     counts = {"real": real, "padded": padded}
     if tgt is not None:
         target = sum(len(t) + 1 for t in tgt)
-        counts = {"real": real + target, "padded": padded + len(tgt) * max(len(t) + 1 for t in tgt), "target": target}
+        padded += len(tgt) * (T or max(len(t) + 1 for t in tgt))
+        counts = {"real": real + target, "padded": padded, "target": target}
     return counts
 
 
-def collate_classification(examples: list[Mapping[str, Any]], pad_id: int = 0) -> dict[str, Tensor]:
+def collate_classification(examples: list[Mapping[str, Any]], pad_id: int = 0, pad=None) -> dict[str, Tensor]:
     """{"src": (B, S), "label": (B,), "counts": token_counts}. Bind pad_id with functools.partial (it pickles for
-    workers)."""
+    workers). `pad`: as collate_seq2seq's."""
     src = [ex["src_ids"] for ex in examples]
+    S = max(1, max(map(len, src)))
+    S = pad(S) if pad is not None else S
     return {
-        "src": pad_sequences(src, pad_id),  # (B, S)
+        "src": pad_sequences(src, pad_id, S),  # (B, S)
         "label": torch.tensor([ex["label"] for ex in examples], dtype=torch.long),  # (B,)
-        "counts": token_counts(src),
+        "counts": token_counts(src, S=S),
     }
 
 
 def collate_seq2seq(
-    examples: list[Mapping[str, Any]], pad_id: int = 0, bos_id: int = 2, eos_id: int = 3
+    examples: list[Mapping[str, Any]], pad_id: int = 0, bos_id: int = 2, eos_id: int = 3, pad=None
 ) -> dict[str, Tensor]:
     """{"src": (B, S), "tgt_in": (B, T) = bos + tgt, "tgt_out": (B, T) = tgt + eos, "index": (B,), "counts"}.
 
     tgt_in and tgt_out are the decoder input and its labels shifted by one (teacher forcing); pads in
     tgt_out are ignored by the loss. `index` is each example's row, to match outputs back to references.
-    `counts`: token_counts, host ints.
+    `pad`: longest length -> padded length (e.g. bucket_length), else the longest. `counts`: token_counts, host
+    ints.
     """
     tgt = [list(ex["tgt_ids"]) for ex in examples]
     src = [ex["src_ids"] for ex in examples]
+    S, T = max(1, max(map(len, src))), max(map(len, tgt)) + 1
+    S, T = (pad(S), pad(T)) if pad is not None else (S, T)
     return {
-        "src": pad_sequences(src, pad_id),  # (B, S)
-        "tgt_in": pad_sequences([[bos_id] + t for t in tgt], pad_id),  # (B, T)
-        "tgt_out": pad_sequences([t + [eos_id] for t in tgt], pad_id),  # (B, T)
+        "src": pad_sequences(src, pad_id, S),  # (B, S)
+        "tgt_in": pad_sequences([[bos_id] + t for t in tgt], pad_id, T),  # (B, T)
+        "tgt_out": pad_sequences([t + [eos_id] for t in tgt], pad_id, T),  # (B, T)
         "index": torch.tensor([ex["index"] for ex in examples], dtype=torch.long),  # (B,)
-        "counts": token_counts(src, tgt),
+        "counts": token_counts(src, tgt, S, T),
     }
 
 
@@ -185,26 +215,35 @@ class Collate:
     seq2seq: src (B, S), tgt_in = BOS + target (B, T), tgt_out = target + EOS (B, T), index (B,),
              references: raw reference strings per example (for BLEU / ROUGE on detokenized text)
     all: counts, the batch's token counts as host ints (token_counts)
+
+    With `buckets`, every padded length snaps to bucket_length(longest, bucket_limit) (for a compiled model).
     """
 
-    def __init__(self, objective: str, pad_id: int, bos_id: int, eos_id: int) -> None:
+    def __init__(
+        self, objective: str, pad_id: int, bos_id: int, eos_id: int, buckets: bool = False, bucket_limit=None
+    ) -> None:
         self.objective, self.pad_id, self.bos_id, self.eos_id = objective, pad_id, bos_id, eos_id
+        self.buckets, self.bucket_limit = buckets, bucket_limit
 
     @classmethod
-    def of(cls, objective: str, tokenizer: Any) -> Collate:
+    def of(cls, objective: str, tokenizer: Any, buckets: bool = False, bucket_limit: int | None = None) -> Collate:
         """The collation of an objective's batches, with the (target) tokenizer's special ids."""
-        return cls(objective, tokenizer.pad_id, tokenizer.decoder_start_id, tokenizer.eos_id)
+        return cls(objective, tokenizer.pad_id, tokenizer.decoder_start_id, tokenizer.eos_id, buckets, bucket_limit)
+
+    def _pad(self, length: int) -> int:
+        return bucket_length(length, self.bucket_limit)
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        pad = self._pad if self.buckets else None  # a bound method: pickles for workers
         if self.objective in ("classification", "pretrain"):
             if self.objective == "classification":
-                batch = collate_classification(examples, self.pad_id)
+                batch = collate_classification(examples, self.pad_id, pad)
             else:  # the clean text: the module corrupts it (objectives/pretrain.py)
                 src = [ex["src_ids"] for ex in examples]
                 batch = {"src": pad_sequences(src, self.pad_id), "counts": token_counts(src)}
             batch["index"] = torch.tensor([ex["index"] for ex in examples], dtype=torch.long)
             return batch
-        batch = collate_seq2seq(examples, self.pad_id, self.bos_id, self.eos_id)
+        batch = collate_seq2seq(examples, self.pad_id, self.bos_id, self.eos_id, pad)
         batch["references"] = [ex.get("references") or [ex["target"]] for ex in examples]
         return batch
 

@@ -188,6 +188,10 @@ class BatchingConfig:
     batch_size: int | None = None
     eval_max_tokens: int | None = 8192
     num_workers: int = 0  # collation in this many persistent worker processes (hardware=gpu: 4); 0: in the step
+    # training batches padded to a few lengths (data/batching.py bucket_length), so that a compiled model builds
+    # one graph per bucket; null: on with compile=true or hardware.cuda_graphs, off otherwise (eager pays for every
+    # padded token)
+    bucket_lengths: bool | None = None
 
     def __post_init__(self) -> None:
         if self.max_tokens is None and self.batch_size is None:

@@ -79,7 +79,12 @@ class PretrainModule(TransformerModule):
         return loss, logits.argmax(-1), target
 
     def step_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, int, int]:
-        loss, _, _ = self._loss(batch, self.optim.label_smoothing, "sum")
+        if self.objective == "denoising":  # no predictions needed: the model's loss (fused, without the logits)
+            loss = self.model.loss(
+                batch["src"], batch["tgt_in"], batch["tgt_out"], self.optim.label_smoothing, self.pad_id, "sum"
+            )
+        else:
+            loss, _, _ = self._loss(batch, self.optim.label_smoothing, "sum")
         # summed: divided by the step's tokens, counted on the host by corrupt() (mlm) or collation (denoising)
         return loss, batch["counts"]["target"], batch["src"].size(0)
 

@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 LOCK_NAME = ".train.lock"
 HYDRA_DIR = ".hydra"  # Hydra writes it (and <job>.log) into the run directory before the job starts
 NO_LOCKS = (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK)  # a filesystem without flock (Lustre without -o flock)
-RUNTIME_MODEL_KEYS = ("backend", "activation_checkpointing")  # how the model computes, not what: free to change
+# how the model computes, not what: free to change on a relaunch
+RUNTIME_MODEL_KEYS = ("backend", "activation_checkpointing", "fused_loss")
 REGROUPING = ("optim.layer_decay", "optim.freeze_embeddings_steps", "optim.no_decay")  # change the param groups
 
 _held: dict[Path, int | None] = {}  # the run directories this process holds (stages.run holds one across stages)

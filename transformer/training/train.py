@@ -247,9 +247,13 @@ def _train(
         del pretrained, weights
     if resume_from is not None:
         check_relaunch(resume_from, config, artifacts, module)
-    if config.compile:
-        compile_blocks(module.model)
-    datamodule = TextDataModule(prepared, config.task.objective, config.batching, config.seed)
+    compiled = config.compile or config.hardware.cuda_graphs
+    if compiled:
+        compile_blocks(module.model, mode="reduce-overhead" if config.hardware.cuda_graphs else None)
+    buckets = compiled if config.batching.bucket_lengths is None else config.batching.bucket_lengths
+    datamodule = TextDataModule(
+        prepared, config.task.objective, config.batching, config.seed, buckets, model_config.max_positions
+    )
     trainer = build_trainer(cfg, config, model_config, callbacks)
     log.info("model: %s, %.2fM parameters", type(module.model).__name__, count_parameters(module.model) / 1e6)
 
