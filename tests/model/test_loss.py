@@ -47,15 +47,18 @@ def test_without_gradients_gives_the_loss_alone():
 
 @pytest.mark.parametrize(
     "overrides",
-    [{}, {"share_embeddings": False, "tie_output": False, "target_vocab_size": 60}],
-    ids=["tied", "separate"],
+    [{}, {"share_embeddings": False, "tie_output": False, "target_vocab_size": 60}, {"output_bias": True}],
+    ids=["tied", "separate", "output-bias"],
 )
 def test_the_models_loss_and_gradients_match_the_unfused_loss(small_chunks, overrides):
-    """Tied output weights: the gradient of the embedding sums its use as input and as output projection."""
+    """Tied output weights: the gradient of the embedding sums its use as input and as output projection. The
+    output bias (BART's and Marian's final_logits_bias, imported) is a constant buffer added to the logits."""
     config = ModelConfig.named("tiny", vocab_size=50, dropout=0.0, **overrides)
     torch.manual_seed(0)
     fused = EncoderDecoder(replace(config, fused_loss=True))
     unfused = EncoderDecoder(replace(config, fused_loss=False))
+    if config.output_bias:
+        fused.output_bias.normal_()
     unfused.load_state_dict(fused.state_dict())
     src = torch.randint(4, 50, (4, 9))
     tgt = torch.randint(4, 50, (4, 8))
