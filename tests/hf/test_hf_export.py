@@ -104,9 +104,13 @@ def test_residual_permutation_leaves_the_logits_unchanged():
         torch.testing.assert_close(halves(src, tgt_in), model(src, tgt_in), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("activation", ["relu", "gelu"])
-def test_our_default_seq2seq_exports_as_pegasus(tmp_path, activation):
-    """Our default seq2seq layout -> Pegasus: AutoTokenizer reads text as ours does, teacher-forced logits on a
+@pytest.mark.parametrize(
+    ("activation", "norm_first", "steps", "model_type"),
+    [("relu", True, 15, "pegasus"), ("gelu", True, 15, "pegasus"), ("relu", False, 60, "marian")],  # post-LN: slower
+)  # fmt: skip
+def test_our_seq2seq_exports_as_pegasus_or_marian(tmp_path, activation, norm_first, steps, model_type):
+    """Our default seq2seq layout -> Pegasus, and with norm_first=false (post-LN, no final LayerNorms) -> Marian,
+    whose sinusoids are Pegasus': AutoTokenizer reads text as ours does, teacher-forced logits on a
     padded batch equal ours, greedy generate() (with the exported generation_config: our decoder start, eos, pad
     and forced eos at the budget) equals our greedy search token for token, and init_from=hf: reads it back."""
     from transformer.decoding import DecodingConfig, generate
@@ -115,15 +119,15 @@ def test_our_default_seq2seq_exports_as_pegasus(tmp_path, activation):
     from transformer.training.init import load_weights
 
     tokenizer = train_tokenizer(CORPUS * 3, 110)
-    model = ours_seq2seq(tokenizer, steps=15, activation=activation)
+    model = ours_seq2seq(tokenizer, steps=steps, activation=activation, norm_first=norm_first)
     family = write_pretrained(tmp_path, model.config, model.state_dict(), "seq2seq", tokenizer, tokenizer, [])
-    assert family.model_type == "pegasus"
+    assert family.model_type == model_type
     auto = transformers.AutoTokenizer.from_pretrained(tmp_path)
     texts = [*SENTENCES, "  two  spaces ", "Ünïcödé ﬁ ligature"]
     assert [auto(text)["input_ids"] for text in texts] == tokenizer.encode(texts)
     assert (auto.pad_token_id, auto.eos_token_id, auto.bos_token_id) == (0, 3, 2)
     theirs = transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
-    assert type(theirs).__name__ == "PegasusForConditionalGeneration"
+    assert type(theirs).__name__ == family.architecture
     c = model.config
     src = pad_sequences(tokenizer.encode(SENTENCES), c.pad_id)
     mask = src.ne(c.pad_id).long()
@@ -144,7 +148,7 @@ def test_our_default_seq2seq_exports_as_pegasus(tmp_path, activation):
     assert got == [row[: row.index(c.eos_id)] if c.eos_id in row else row for row in rows]
     assert len({len(row) for row in got}) > 1  # the outputs end at various lengths, before the budget
     assert check_pretrained(model, tmp_path, "seq2seq") <= 1e-4  # what export check=true runs
-    pretrained = read_pretrained(f"hf:{tmp_path}")  # and back: Pegasus imports as ours in its sinusoid order
+    pretrained = read_pretrained(f"hf:{tmp_path}")  # and back: it imports as ours in its sinusoid order
     back = EncoderDecoder(pretrained.model).eval()
     weights, unused = pretrained.weights(back.config)
     report = load_weights(back, weights, str(tmp_path), unused)

@@ -19,7 +19,7 @@ from transformer.config import ModelConfig
 from transformer.data.pretrained_tokenizer import HFTokenizer, MarianTokenizer, read_tokenizers, sentencepiece_as_hf
 from transformer.data.tokenizer import SentencePieceTokenizer, Tokenizer
 from transformer.errors import ConfigError
-from transformer.hf.families import FAMILIES, Family, family_of, hf_config, model_config, rules
+from transformer.hf.families import FAMILIES, SINUSOIDS, Family, family_of, hf_config, model_config, rules
 from transformer.model import sinusoidal_halves_table
 
 PREFIX = "hf:"
@@ -142,7 +142,7 @@ def to_theirs(family: Family, state: dict[str, Tensor], config: ModelConfig) -> 
         shared = out["model.shared.weight"]
         for alias in family.aliases:
             out[alias] = shared.clone()
-    if family.model_type == "pegasus":  # the table transformers computes too, written so that nothing is "missing"
+    if family.derived == SINUSOIDS:  # the table transformers computes too, written so that nothing is "missing"
         for name in family.derived:
             out[name] = sinusoidal_halves_table(config.max_positions, config.d_model)
     return out
@@ -177,19 +177,20 @@ def check_exportable(config: ModelConfig, family: Family) -> None:
     else:
         if not config.share_embeddings or not config.tie_output:
             problems.append("separate embeddings (the family shares one)")
-        want = {"bart": ("learned",), "marian": ("sinusoidal_halves",)}.get(family.model_type, SINUSOIDAL)
+        want = ("learned",) if family.model_type == "bart" else SINUSOIDAL
         if config.positional not in want:
             problems.append(f"positional={config.positional} ({family.model_type} has {' or '.join(want)})")
         decoder_scale = config.decoder_scale_embeddings
         if decoder_scale is not None and decoder_scale != config.scale_embeddings:
             problems.append("decoder_scale_embeddings differs from scale_embeddings (the family has one scale)")
-        if family.model_type == "pegasus":
-            if config.embed_norm:
-                problems.append("embed_norm=true (Pegasus has no LayerNorm on the embeddings)")
-            if config.layer_norm_eps != PEGASUS_EPS:
-                problems.append(f"layer_norm_eps={config.layer_norm_eps:g} (Pegasus' LayerNorms have {PEGASUS_EPS:g})")
-            if config.positional == "sinusoidal" and config.d_model % 2:
-                problems.append(f"positional=sinusoidal with an odd d_model={config.d_model}")
+        if config.layer_norm_eps != LAYER_NORM_EPS:
+            problems.append(
+                f"layer_norm_eps={config.layer_norm_eps:g} (the family's LayerNorms have {LAYER_NORM_EPS:g})"
+            )
+        if family.model_type != "bart" and config.embed_norm:
+            problems.append(f"embed_norm=true ({family.model_type} has no LayerNorm on the embeddings)")
+        if config.positional == "sinusoidal" and config.d_model % 2:
+            problems.append(f"positional=sinusoidal with an odd d_model={config.d_model}")
         if family.model_type == "bart" and (config.position_offset != 2 or not config.embed_norm):
             problems.append("position_offset=2 and embed_norm=true (BART's embeddings)")
     if family.model_type == "roberta" and config.position_offset != config.pad_id + 1:
@@ -202,12 +203,12 @@ def check_exportable(config: ModelConfig, family: Family) -> None:
 
 
 SINUSOIDAL = ("sinusoidal", "sinusoidal_halves")
-PEGASUS_EPS = 1e-5  # nn.LayerNorm's default, which Pegasus' layers use (its config has no eps)
+LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default, which BART's, Marian's and Pegasus' layers use (no config key)
 
 
 def residual_permutation(d_model: int) -> Tensor:
     """The order of the D residual features that turns our sinusoid table (sin, cos of each frequency side by
-    side) into Pegasus' (all sines, then all cosines): new feature j is old feature perm[j]."""
+    side) into Marian's and Pegasus' (all sines, then all cosines): new feature j is old feature perm[j]."""
     return torch.cat([torch.arange(0, d_model, 2), torch.arange(1, d_model, 2)])
 
 
@@ -252,7 +253,7 @@ def write_pretrained(
     family = family_for(config, objective)
     check_exportable(config, family)
     values = hf_config(family, config, label_names)
-    if family.model_type == "pegasus" and config.positional == "sinusoidal":  # ours interleaves sin and cos
+    if family.derived == SINUSOIDS and config.positional == "sinusoidal":  # ours interleaves sin and cos
         state = permute_residual(state, residual_permutation(config.d_model))
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
