@@ -13,6 +13,7 @@ from helpers.hf import SENTENCES, save_classifier, save_seq2seq
 transformers = pytest.importorskip("transformers")
 
 RUN = [arg for arg in TINY_RUN if not arg.startswith(("model=", "dataset.tokenizer", "logger"))]
+FAST_DECODING = ["decoding.max_len_a=0", "decoding.max_len_b=5", "decoding.beam_size=1"]  # an untrained model's outputs
 
 
 def fine_tune(tmp_path, task: str, folder, *extra: str):
@@ -136,3 +137,22 @@ def test_seq2seq_imported_fine_tuned_and_exported(tmp_path, model_type, task):
     predicted = run_script("predict.py", f"ckpt={run}", "text='ein Hund läuft'")
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     exported_logits_equal_ours(run, tmp_path, seq2seq=True)
+
+
+@pytest.mark.slow  # ~20 s: data preparation, two steps, validation and test decoding
+def test_our_default_seq2seq_trained_here_exports(tmp_path, compose_config):
+    """A summarization model trained here in our default layout (pre-LN, sinusoidal positions, one shared
+    tokenizer) exports with format=hf (as Pegasus) and loads in transformers with equal logits."""
+    from transformer.training.train import train
+
+    run = tmp_path / "run"
+    overrides = [
+        "task=summarization",
+        "model=tiny",
+        f"paths.output_dir={run}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        *RUN,
+    ]
+    train(compose_config("train", [*overrides, "dataset.tokenizer.vocab_size=300", "logger={}", *FAST_DECODING]))
+    exported_logits_equal_ours(run, tmp_path, seq2seq=True, compose_config=compose_config)
+    assert json.loads((tmp_path / "export" / "config.json").read_text())["model_type"] == "pegasus"

@@ -34,7 +34,7 @@ def test_folder_without_config_json(tmp_path):
 def test_unsupported_model_type_lists_the_supported_ones(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     message = one_line("model_type 'gpt2' is not supported", f"hf:{tmp_path}")
-    assert "bart, bert, marian, roberta" in message
+    assert "bart, bert, marian, pegasus, roberta" in message
 
 
 def test_tokenizer_larger_than_the_embedding(tmp_path, bert):

@@ -69,7 +69,8 @@ class HFTokenizer(_Pretrained):
         self._tok.no_padding()
         self._tok.no_truncation()
         self._set_special(doc["special"])
-        self._special = sorted({i for i in self._tok.get_added_tokens_decoder()} | set(doc["special"].values()))
+        ids = {i for i in doc["special"].values() if i is not None}  # mask: None where it has none
+        self._special = sorted(set(self._tok.get_added_tokens_decoder()) | ids)
 
     @classmethod
     def of(cls, tokenizer_json: str, special: dict[str, int]) -> HFTokenizer:

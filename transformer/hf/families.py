@@ -6,6 +6,9 @@ and which of its tensors is which of ours.
     bart, marian    -> EncoderDecoder (post-LN, one shared embedding, final_logits_bias; BART: learned positions
                        from row 2 and a LayerNorm on the embeddings; Marian: sqrt(D)-scaled embeddings, sinusoidal
                        positions with the sines first, SiLU)
+    pegasus         -> EncoderDecoder (pre-LN with a final LayerNorm after the encoder and the decoder, one shared
+                       embedding, sqrt(D)-scaled, sinusoidal positions with the sines first, no LayerNorm on the
+                       embeddings): our default seq2seq layout, which format=hf writes in this family
 
 Names: a tensor of ours comes from one of theirs, or (attention's packed in_proj) from their q, k and v
 concatenated. `{i}` stands for a layer's index.
@@ -106,6 +109,7 @@ SEQ2SEQ_TOP = {
     "output_bias": "final_logits_bias",
 }
 SEQ2SEQ_ALIASES = ("model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight", "lm_head.weight")
+SINUSOIDS = ("model.encoder.embed_positions.weight", "model.decoder.embed_positions.weight")  # transformers computes
 
 FAMILIES = {
     "bert": Family(
@@ -159,7 +163,21 @@ FAMILIES = {
         _layer("model.encoder.layers", BART_ENCODER_LAYER),
         _layer("model.decoder.layers", BART_DECODER_LAYER),
         aliases=SEQ2SEQ_ALIASES,
-        derived=("model.encoder.embed_positions.weight", "model.decoder.embed_positions.weight"),
+        derived=SINUSOIDS,
+    ),
+    "pegasus": Family(
+        "pegasus",
+        "seq2seq",
+        "PegasusForConditionalGeneration",
+        "model.",
+        {
+            **SEQ2SEQ_TOP,
+            **_pairs({"encoder.norm": "model.encoder.layer_norm", "decoder.norm": "model.decoder.layer_norm"}),
+        },
+        _layer("model.encoder.layers", BART_ENCODER_LAYER),
+        _layer("model.decoder.layers", BART_DECODER_LAYER),
+        aliases=SEQ2SEQ_ALIASES,
+        derived=SINUSOIDS,
     ),
 }
 
@@ -231,12 +249,12 @@ def model_config(family: Family, c: dict[str, Any], where: str) -> ModelConfig:
             embed_norm=True,
             **ids,
         )
-    bart = family.model_type == "bart"
+    bart, pegasus = family.model_type == "bart", family.model_type == "pegasus"
     heads = {c["encoder_attention_heads"], c["decoder_attention_heads"]}
     ffn = {c["encoder_ffn_dim"], c["decoder_ffn_dim"]}
     if len(heads) > 1 or len(ffn) > 1:
         raise ConfigError(f"{where}: encoder and decoder widths differ (heads {heads}, ffn {ffn}): unsupported")
-    if c.get("normalize_before") or c.get("add_final_layer_norm"):
+    if not pegasus and (c.get("normalize_before") or c.get("add_final_layer_norm")):
         raise ConfigError(f"{where}: pre-LN variants (normalize_before) are not supported")
     return ModelConfig(
         vocab_size=c["vocab_size"],
@@ -249,7 +267,7 @@ def model_config(family: Family, c: dict[str, Any], where: str) -> ModelConfig:
         attention_dropout=c.get("attention_dropout", 0.0),
         activation_dropout=c.get("activation_dropout", 0.0),
         activation=ACTIVATIONS[act],
-        norm_first=False,
+        norm_first=pegasus,  # Pegasus: pre-LN, and a final LayerNorm on the encoder's and the decoder's output
         positional="learned" if bart else "sinusoidal_halves",
         max_positions=c["max_position_embeddings"] + (2 if bart else 0),
         position_offset=2 if bart else 0,

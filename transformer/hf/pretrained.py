@@ -19,7 +19,8 @@ from transformer.config import ModelConfig
 from transformer.data.pretrained_tokenizer import HFTokenizer, MarianTokenizer, read_tokenizers, sentencepiece_as_hf
 from transformer.data.tokenizer import SentencePieceTokenizer, Tokenizer
 from transformer.errors import ConfigError
-from transformer.hf.families import FAMILIES, Family, family_of, hf_config, model_config, rules
+from transformer.hf.families import FAMILIES, SINUSOIDS, Family, family_of, hf_config, model_config, rules
+from transformer.model import sinusoidal_halves_table
 
 PREFIX = "hf:"
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
@@ -141,6 +142,9 @@ def to_theirs(family: Family, state: dict[str, Tensor], config: ModelConfig) -> 
         shared = out["model.shared.weight"]
         for alias in family.aliases:
             out[alias] = shared.clone()
+    if family.derived == SINUSOIDS:  # the table transformers computes too, written so that nothing is "missing"
+        for name in family.derived:
+            out[name] = sinusoidal_halves_table(config.max_positions, config.d_model)
     return out
 
 
@@ -150,6 +154,8 @@ def family_for(config: ModelConfig, objective: str) -> Family:
         if config.position_offset:
             return FAMILIES["roberta"]
         return FAMILIES["bert"]
+    if config.norm_first:  # ours by default: pre-LN with final LayerNorms, as Pegasus
+        return FAMILIES["pegasus"]
     if config.positional == "sinusoidal_halves" or not config.embed_norm:
         return FAMILIES["marian"]
     return FAMILIES["bart"]
@@ -158,8 +164,9 @@ def family_for(config: ModelConfig, objective: str) -> Family:
 def check_exportable(config: ModelConfig, family: Family) -> None:
     """What the family cannot express is refused in one line (ours are pre-LN and mean-pooled by default)."""
     problems = []
-    if config.norm_first:
-        problems.append("norm_first=true (pre-LN): the family is post-LN")
+    pre_ln = family.model_type == "pegasus"
+    if config.norm_first != pre_ln:
+        problems.append(f"norm_first={str(config.norm_first).lower()}: the family is {'pre' if pre_ln else 'post'}-LN")
     if config.copy_attention:
         problems.append("copy_attention=true")
     if family.objective == "classification":
@@ -170,9 +177,20 @@ def check_exportable(config: ModelConfig, family: Family) -> None:
     else:
         if not config.share_embeddings or not config.tie_output:
             problems.append("separate embeddings (the family shares one)")
-        want = "learned" if family.model_type == "bart" else "sinusoidal_halves"
-        if config.positional != want:
-            problems.append(f"positional={config.positional} ({family.model_type} has {want})")
+        want = ("learned",) if family.model_type == "bart" else SINUSOIDAL
+        if config.positional not in want:
+            problems.append(f"positional={config.positional} ({family.model_type} has {' or '.join(want)})")
+        decoder_scale = config.decoder_scale_embeddings
+        if decoder_scale is not None and decoder_scale != config.scale_embeddings:
+            problems.append("decoder_scale_embeddings differs from scale_embeddings (the family has one scale)")
+        if config.layer_norm_eps != LAYER_NORM_EPS:
+            problems.append(
+                f"layer_norm_eps={config.layer_norm_eps:g} (the family's LayerNorms have {LAYER_NORM_EPS:g})"
+            )
+        if family.model_type != "bart" and config.embed_norm:
+            problems.append(f"embed_norm=true ({family.model_type} has no LayerNorm on the embeddings)")
+        if config.positional == "sinusoidal" and config.d_model % 2:
+            problems.append(f"positional=sinusoidal with an odd d_model={config.d_model}")
         if family.model_type == "bart" and (config.position_offset != 2 or not config.embed_norm):
             problems.append("position_offset=2 and embed_norm=true (BART's embeddings)")
     if family.model_type == "roberta" and config.position_offset != config.pad_id + 1:
@@ -182,6 +200,42 @@ def check_exportable(config: ModelConfig, family: Family) -> None:
             f"format=hf writes {family.model_type} models, which this one is not: {'; '.join(problems)}. Train it "
             f"with those settings (or start from init_from=hf:...) to export it in this format"
         )
+
+
+SINUSOIDAL = ("sinusoidal", "sinusoidal_halves")
+LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default, which BART's, Marian's and Pegasus' layers use (no config key)
+
+
+def residual_permutation(d_model: int) -> Tensor:
+    """The order of the D residual features that turns our sinusoid table (sin, cos of each frequency side by
+    side) into Marian's and Pegasus' (all sines, then all cosines): new feature j is old feature perm[j]."""
+    return torch.cat([torch.arange(0, d_model, 2), torch.arange(1, d_model, 2)])
+
+
+# Each tensor of ours that reads or writes the residual stream, and its dimension of D features (suffix -> dim).
+RESIDUAL_DIMS = {
+    "embed.tokens.weight": 1,  # (V, D); tied to the output projection
+    "output.weight": 1,
+    "norm.weight": 0,  # every LayerNorm, in the blocks and the final ones
+    "norm.bias": 0,
+    "in_proj.weight": 1,  # (3D, D): reads the stream (or the encoder's memory, permuted alike)
+    "out_proj.weight": 0,  # (D, D): writes the stream; its input (the heads') is untouched
+    "out_proj.bias": 0,
+    "fc1.weight": 1,
+    "fc2.weight": 0,
+    "fc2.bias": 0,
+}
+
+
+def permute_residual(state: dict[str, Tensor], perm: Tensor) -> dict[str, Tensor]:
+    """The same model with its residual features reordered by `perm`: every LayerNorm is invariant to the order,
+    and every other tensor that reads or writes the stream is reordered along that side, so the logits are
+    unchanged while the positional table a model adds is reordered (pre-LN or post-LN alike)."""
+    out = {}
+    for name, tensor in state.items():
+        dim = next((d for suffix, d in RESIDUAL_DIMS.items() if name.endswith(suffix)), None)
+        out[name] = tensor if dim is None else tensor.index_select(dim, perm.to(tensor.device))
+    return out
 
 
 def write_pretrained(
@@ -199,8 +253,14 @@ def write_pretrained(
     family = family_for(config, objective)
     check_exportable(config, family)
     values = hf_config(family, config, label_names)
+    if family.derived == SINUSOIDS and config.positional == "sinusoidal":  # ours interleaves sin and cos
+        state = permute_residual(state, residual_permutation(config.d_model))
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+    if family.objective == "seq2seq":  # what generate() starts and stops with: ours, not the family's defaults
+        keys = ("decoder_start_token_id", "bos_token_id", "eos_token_id", "pad_token_id", "forced_eos_token_id")
+        generation = {key: values[key] for key in keys}
+        (folder / "generation_config.json").write_text(json.dumps(generation, indent=2, sort_keys=True) + "\n")
     save_file(to_theirs(family, state, config), folder / "model.safetensors", metadata={"format": "pt"})
     write_tokenizer(folder, family, src_tokenizer, tgt_tokenizer)
     return family
