@@ -37,6 +37,8 @@ def test_a_train_run_prints_its_results_and_no_noise(tmp_path):
     assert "validation, epoch 0, step 5: val/loss" in result.stdout
     assert [line for line in output.splitlines() if any(n in line for n in NOISE)] == []
     assert [line for line in output.splitlines() if WARNING.search(line)] == []
+    # the bar names its metrics short enough for an 80-column terminal, where Rich would cut "train/model_tflops"
+    assert "TFLOP/s: " in result.stdout and "train/model_tflops" not in result.stdout and "…" not in result.stdout
 
     verbose = run_script("train.py", *args, "hydra.run.dir=verbose", "verbose=true", cwd=tmp_path, warnings=True)
     assert verbose.returncode == 0, verbose.stderr[-3000:]

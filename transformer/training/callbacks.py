@@ -87,11 +87,16 @@ class ProgressBar(RichProgressBar):
     """Lightning's Rich progress bar, showing the training values of the latest logging step (the module's
     `progress`: train/loss, model TFLOP/s, MFU). Metrics logged with prog_bar=True would be read back from the
     device after every step (Lightning converts them to numbers for the bar), a sync per step; these are read
-    once per logging interval (objectives/base.py)."""
+    once per logging interval (objectives/base.py). Shown under short names (loss, TFLOP/s, MFU), which fit the
+    metrics column of an 80-column terminal that Rich would otherwise cut ("train/model_tflo…")."""
+
+    SHORT = {"train/loss": "loss", "train/model_tflops": "TFLOP/s", "train/mfu": "MFU"}
 
     def get_metrics(self, trainer, pl_module) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
-        metrics.update(getattr(pl_module, "progress", {}))
+        metrics.pop("v_num", None)  # the logger's version: the run directory already says it
+        for key, value in getattr(pl_module, "progress", {}).items():
+            metrics[self.SHORT.get(key, key)] = value
         return metrics
 
 
