@@ -72,20 +72,49 @@ def strip(row: list[int], eos_id: int) -> list[int]:
     return row[: row.index(eos_id)] if eos_id in row else row
 
 
-@pytest.mark.parametrize(("model_type", "beam_size"), [("bart", 1), ("marian", 1), ("bart", 5)])
-def test_search_equals_transformers_generate(tmp_path, model_type, beam_size):
+def trained_to_copy(reference, folder, pretrained, steps: int):
+    """`reference` trained `steps` Adam steps (one thread) to output each of SENTENCES' first 8 target pieces then
+    eos, saved into `folder` again and read back from it (what the folder holds: training unties the encoder's and
+    decoder's embeddings in memory, and save_pretrained keeps one of them)."""
+    src, mask = padded_batch(pretrained.src_tokenizer)
+    tgt = pretrained.tgt_tokenizer
+    labels = pad_sequences([ids[:8] + [tgt.eos_id] for ids in tgt.encode_target(SENTENCES)], -100)  # -100: ignored
+    optimizer = torch.optim.Adam(reference.parameters(), lr=1e-2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: threads only contend
+    try:
+        reference.train()  # dropout is 0
+        for _ in range(steps):
+            optimizer.zero_grad()
+            reference(input_ids=src, attention_mask=mask, labels=labels).loss.backward()
+            optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
+    reference.save_pretrained(folder)
+    return type(reference).from_pretrained(folder).eval()
+
+
+@pytest.mark.parametrize(
+    ("model_type", "beam_size", "steps"), [("bart", 1, 0), ("marian", 1, 0), ("bart", 5, 0), ("marian", 5, 100)]
+)
+def test_search_equals_transformers_generate(tmp_path, model_type, beam_size, steps):
     """Greedy and beam-5 outputs equal generate()'s token for token, with HF set to our search: a fixed budget
     of MAX new tokens whose last is forced to be eos (our max_len_a=0, max_len_b=MAX-1 and its forced eos: HF's
     max_new_tokens=MAX with forced_eos_token_id), early_stopping=True (a sentence is done once it has K finished
     hypotheses), length_penalty=1 (score / length, eos counted), no forced bos, no n-gram blocking, and for Marian
     the decoder start (pad) banned, as our beam search bans its start token (HF: bad_words_ids=[[pad]]).
 
-    One difference remains, which these random models (whose outputs never end before the budget) meet: HF's
-    forced eos scores log 1 = 0, ours scores eos at its model log-probability, so beam hypotheses cut by the
-    budget may rank differently (Marian beam-5 here does); greedy search never compares them."""
+    One difference remains: at the budget HF's forced eos scores log 1 = 0, ours scores eos at its model
+    log-probability, so beam hypotheses cut by the budget may rank differently (greedy search never compares
+    them). The random models here never end before the budget, and random Marian's beam-5 outputs do rank
+    differently; so Marian beam-5 is compared on a Marian trained `steps` steps to copy its input, whose K
+    finished hypotheses of every sentence all end with eos before the budget (checked), so that the forced eos
+    never scores one."""
     from transformer.decoding import DecodingConfig, generate
 
     reference = save_seq2seq(tmp_path, model_type, seed=1, init_std=0.15)
+    if steps:
+        reference = trained_to_copy(reference, tmp_path, read_pretrained(f"hf:{tmp_path}"), steps)
     pretrained, ours = imported(tmp_path, EncoderDecoder)
     src, mask = padded_batch(pretrained.src_tokenizer)
     c = ours.config
@@ -98,7 +127,11 @@ def test_search_equals_transformers_generate(tmp_path, model_type, beam_size):
             forced_eos_token_id=c.eos_id, decoder_start_token_id=c.start_id, eos_token_id=c.eos_id,
             pad_token_id=c.pad_id, num_return_sequences=1, **banned,
         )  # fmt: skip
-    decoding = DecodingConfig(beam_size=beam_size, max_len_a=0.0, max_len_b=MAX - 1, length_penalty=1.0)
-    got = [hyps[0][1] for hyps in generate(ours, src, c.start_id, c.eos_id, decoding)]
+    decoding = DecodingConfig(beam_size=beam_size, max_len_a=0.0, max_len_b=MAX - 1, length_penalty=1.0,
+                              nbest=beam_size)  # fmt: skip
+    hypotheses = generate(ours, src, c.start_id, c.eos_id, decoding)
+    got = [hyps[0][1] for hyps in hypotheses]
     assert got == [strip(row, c.eos_id) for row in expected.tolist()]
     assert len({tuple(row) for row in got}) > 1  # the outputs depend on the inputs
+    if steps:  # every finished hypothesis ended with eos before the budget: the forced eos never scored one
+        assert all(len(tokens) < MAX - 1 for hyps in hypotheses for _, tokens in hyps)
