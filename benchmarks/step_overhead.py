@@ -79,25 +79,11 @@ def compose(size: str, out: Path, cache: Path, steps: int, extra: list[str]):
 
 def framework_steps(cfg, prepared, seed: int) -> tuple[list[float], str]:
     """One fit of cfg's max_steps through train()'s own Trainer and module; (step seconds, precision)."""
-    from omegaconf import OmegaConf
 
-    from transformer.checkpoint import Artifacts
-    from transformer.objectives import build_module
-    from transformer.schema import typed
     from transformer.training.datamodule import TextDataModule
-    from transformer.training.train import build_model_config, build_trainer
+    from transformer.training.train import build_trainer
 
-    config = typed(cfg)
-    model_config = build_model_config(config, prepared)
-    artifacts = Artifacts.new(
-        OmegaConf.to_container(cfg, resolve=True),
-        model_config,
-        prepared.src_tokenizer,
-        prepared.tgt_tokenizer,
-        prepared.label_names,
-    )
-    pl.seed_everything(seed, verbose=False)
-    module = build_module(artifacts, config.optim, config.decoding, config.max_nonfinite_steps)
+    config, model_config, module = build(cfg, prepared, seed)
     datamodule = TextDataModule(prepared, config.task.objective, config.batching, seed)
     timer = StepTimer()
     trainer = build_trainer(cfg, config, model_config, [timer])
@@ -105,14 +91,12 @@ def framework_steps(cfg, prepared, seed: int) -> tuple[list[float], str]:
     return timer.steps(), str(trainer.precision)
 
 
-def bare_steps(cfg, prepared, seed: int, precision: str) -> list[float]:
-    """The same model, optimizer, schedule, loader and loss in a plain loop; step seconds."""
+def build(cfg, prepared, seed: int):
+    """(typed config, model config, module) as train() builds them, seeded: both sides start from the same weights."""
     from omegaconf import OmegaConf
 
     from transformer.checkpoint import Artifacts
-    from transformer.data.batching import Collate, make_loader
     from transformer.objectives import build_module
-    from transformer.optim import build_optimizer
     from transformer.schema import typed
     from transformer.training.train import build_model_config
 
@@ -126,7 +110,17 @@ def bare_steps(cfg, prepared, seed: int, precision: str) -> list[float]:
         prepared.label_names,
     )
     pl.seed_everything(seed, verbose=False)
-    module = build_module(artifacts, config.optim, config.decoding, config.max_nonfinite_steps).train()
+    return config, model_config, build_module(artifacts, config.optim, config.decoding, config.max_nonfinite_steps)
+
+
+def bare_steps(cfg, prepared, seed: int, precision: str) -> list[float]:
+    """The same model, optimizer, schedule, loader and loss in a plain loop; step seconds."""
+
+    from transformer.data.batching import Collate, make_loader
+    from transformer.optim import build_optimizer
+
+    config, model_config, module = build(cfg, prepared, seed)
+    module.train()
     steps = config.trainer["max_steps"]
     optimizer, schedule = build_optimizer(module.model, config.optim, steps)
     scheduler = schedule["scheduler"]
